@@ -1,0 +1,1 @@
+"""aadscale: adversarial training with attention-based defense (AAD) at scale."""

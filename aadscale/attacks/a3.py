@@ -1,0 +1,67 @@
+"""A3Attack (paper eq. 11-13): a base attack's loss plus gamma * ||M(x) - L_c(x_adv)||_1."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aadscale.attacks.loop import check_inputs, eval_mode, run_attack
+from aadscale.attacks.losses import ce_loss, cw_loss, least_likely_loss
+from aadscale.attention.gradcam import forward_with_cam
+from aadscale.attention.masks import threshold_mask
+
+BASES = {"pgd": dict(steps=3, random_start=True), "iter_step_ll": dict(steps=3, random_start=False),
+         "fgsm": dict(steps=1, random_start=False), "step_ll": dict(steps=1, random_start=False),
+         "cw": dict(steps=3, random_start=True)}
+
+
+def unit_max(cam: torch.Tensor) -> torch.Tensor:
+    """Scale each map to max 1 so that it is comparable with a binary mask."""
+    return cam / cam.flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1)
+
+
+def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd", gamma: float = 10.0,
+       eps: float, alpha: float | None = None, steps: int | None = None,
+       random_start: bool | None = None, restarts: int = 1, keep_best: bool = True,
+       theta: str | float = "mean", layer: str | None = None, cam_weights: str = "full",
+       normalize_cam: bool = True, kappa: float = 50.0,
+       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Attention-augmented attack: the base loss plus gamma times the deviation of x_adv's map.
+
+    M(x) is the binarised map of the clean image (threshold ``theta``), computed once; the
+    map of x_adv (toward the true label) is recomputed at every step with a double backward.
+    All losses are ascended, so for the StepLL bases, which descend the least-likely CE,
+    the term keeps the sign that pushes the attention away. ``normalize_cam`` scales
+    L_c(x_adv) to max 1 per image before the L1 distance to the binary M(x).
+    """
+    if base not in BASES:
+        raise ValueError(f"base={base!r} must be one of {sorted(BASES)}")
+    if gamma < 0:
+        raise ValueError(f"gamma={gamma} must be >= 0")
+    check_inputs(x, y, eps)
+    x = x.detach().float()
+    with eval_mode(model), torch.autocast(x.device.type, enabled=False):
+        clean = forward_with_cam(model, x, y, layer)
+        mask = threshold_mask(clean.cam, theta).float()
+        y_ll = clean.logits.argmin(1)
+
+    def base_loss(logits):
+        if base in ("pgd", "fgsm"):
+            return ce_loss(logits, y)
+        if base == "cw":
+            return cw_loss(logits, y, kappa)
+        return least_likely_loss(logits, y_ll)
+
+    def objective(x_adv):
+        out = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
+        cam = unit_max(out.cam) if normalize_cam else out.cam
+        deviation = (mask - cam).abs().flatten(1).sum(1)
+        return base_loss(out.logits) + gamma * deviation, out.logits
+
+    defaults = BASES[base]
+    return run_attack(model, x, y, objective, eps=eps, alpha=alpha,
+                      steps=defaults["steps"] if steps is None else steps,
+                      random_start=defaults["random_start"] if random_start is None else random_start,
+                      restarts=restarts, keep_best=keep_best, generator=generator)
+
+
+__all__ = ["a3", "unit_max"]

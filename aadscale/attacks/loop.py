@@ -1,0 +1,102 @@
+"""The one iterative attack loop: eval mode, float32, projection, restarts keeping the worst case."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from aadscale.attacks.threat import LinfStep
+
+# objective(x_adv) -> (per-sample loss to ascend, logits)
+AttackObjective = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode, then restore each one's own previous mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+    """Reject what would make an attack silently wrong: shapes, label dtype, eps, pixel range."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
+        raise ValueError(f"x must be a float tensor [N, C, H, W], got "
+                         f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0] \
+            or y.dtype.is_floating_point:
+        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}], got "
+                         f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}")
+    if not (eps >= 0 and eps <= 1):
+        raise ValueError(f"eps={eps} must be in [0, 1] (pixel space, e.g. 8/255)")
+    lo, hi = torch.aminmax(x.detach())  # one sync per attack, not per step
+    if lo < 0 or hi > 1:
+        raise ValueError(f"pixel values must be in [0, 1], got [{lo.item():.3f}, {hi.item():.3f}]; "
+                         "pass un-normalised images: normalisation is the model's first layer")
+
+
+def default_alpha(eps: float, steps: int) -> float:
+    """eps for one step; 2.5 * eps / steps otherwise (Madry et al.'s rule)."""
+    return eps if steps == 1 else 2.5 * eps / steps
+
+
+def _better(fooled: torch.Tensor, loss: torch.Tensor, best_fooled: torch.Tensor,
+            best_loss: torch.Tensor) -> torch.Tensor:
+    """Worse for the model: fooled beats not fooled, then a higher loss."""
+    return (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
+
+
+def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: AttackObjective, *,
+               eps: float, alpha: float | None, steps: int, random_start: bool, restarts: int,
+               keep_best: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ascend ``objective`` by signed-gradient steps in the eps ball; return the worst point found.
+
+    Runs in eval mode and float32 (autocast off). With ``keep_best`` every iterate is a
+    candidate; across restarts the candidate that fools the model, else has the highest
+    loss, is kept per sample.
+    """
+    check_inputs(x, y, eps)
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps={steps} and restarts={restarts} must be >= 1")
+    alpha = default_alpha(eps, steps) if alpha is None else alpha
+    if alpha <= 0 and eps > 0:
+        raise ValueError(f"alpha={alpha} must be > 0")
+    x = x.detach().float()
+    y = y.to(x.device)
+    track = keep_best or restarts > 1
+    with eval_mode(model), torch.autocast(x.device.type, enabled=False), torch.enable_grad():
+        threat = LinfStep(x, eps, alpha)
+        best_x = x.clone()
+        best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+
+        def consider(x_cand, loss, logits):
+            nonlocal best_fooled, best_loss
+            fooled = logits.argmax(1) != y
+            take = _better(fooled, loss.detach(), best_fooled, best_loss)
+            best_x[take] = x_cand[take]
+            best_fooled = torch.where(take, fooled, best_fooled)
+            best_loss = torch.where(take, loss.detach(), best_loss)
+
+        for _ in range(restarts):
+            x_adv = threat.random_perturb(x, generator) if random_start else x.clone()
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                loss, logits = objective(x_adv)
+                if keep_best:
+                    consider(x_adv.detach(), loss, logits)
+                (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+                x_adv = threat.step(x_adv.detach(), grad)
+            if not track:
+                return x_adv.detach()
+            x_adv.requires_grad_(True)  # Grad-CAM objectives need a graph even to evaluate
+            loss, logits = objective(x_adv)
+            consider(x_adv.detach(), loss, logits)
+    return best_x

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``aadscale`` CLI; each module defines ``register(subparsers)``."""

@@ -1,0 +1,315 @@
+"""Typed run configuration: defaults < YAML preset < ``a.b=c`` overrides, validated in one place."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import subprocess
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
+         max: float | None = None, doc: str = "") -> Any:
+    """A dataclass field carrying its validation rule in metadata."""
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Which network, how many classes, where its weights come from."""
+    name: str = _opt("resnet9_small", doc="a name from aadscale.models.list_models()")
+    num_classes: int = _opt(10, min=2)
+    pretrained: str = _opt("", doc="'' (random init), 'torchvision' or a path to a state_dict")
+    in_channels: int = _opt(3, choices=(1, 3))
+    dropout: float = _opt(0.0, min=0.0, max=0.99, doc="1 - the paper's keeprate")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are batched (images always float [0, 1])."""
+    dataset: str = _opt("demo", choices=("demo", "imagenet", "folder", "cifar10", "mnist"))
+    root: str = _opt("", doc="dataset folder; '' uses the built-in demo data under runs/")
+    backend: str = _opt("torch", choices=("torch", "dali-cpu", "dali-gpu", "auto"))
+    image_size: int = _opt(32, min=8)
+    val_resize: int = _opt(0, min=0, doc="shorter side before the centre crop; 0 = image_size*256/224")
+    batch_size: int = _opt(64, min=1, doc="global batch over all ranks and accumulation steps")
+    workers: int = _opt(2, min=0)
+    train_split: str = _opt("train")
+    val_split: str = _opt("val")
+
+
+@dataclass
+class AttackConfig:
+    """The training attack (L-inf, pixel space)."""
+    name: str = _opt("pgd", choices=("pgd", "fgsm_rs", "step_ll", "none"))
+    eps: float = _opt(8 / 255, min=0.0, max=1.0)
+    alpha: float = _opt(0.0, min=0.0, max=1.0, doc="step size; 0 = 2.5*eps/steps (eps for one step)")
+    steps: int = _opt(3, min=1)
+
+
+@dataclass
+class ObjectiveConfig:
+    """The defense objective: base (plain, Madry, ALP) and the AAD attention terms."""
+    name: str = _opt("madry+aad", choices=("plain", "madry", "alp", "madry+aad", "alp+aad"))
+    lambda1: float = _opt(1.0, min=0.0, doc="weight of the rectification term")
+    lambda2: float = _opt(1.0, min=0.0, doc="weight of the preservation term")
+    beta: float = _opt(0.5, min=0.0, doc="ALP logit-pairing weight")
+    cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))
+    cam_weights: str = _opt("full", choices=("full", "detach"))
+    theta: str = _opt("mean", doc="attention threshold: 'mean' or a number")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+    name: str = _opt("sgd", choices=("sgd", "adamw", "rmsprop"))
+    lr: float = _opt(0.05, min=0.0)
+    momentum: float = _opt(0.9, min=0.0, max=1.0)
+    weight_decay: float = _opt(5e-4, min=0.0)
+    schedule: str = _opt("cosine", choices=("constant", "paper", "step", "cosine"))
+    decay_rate: float = _opt(0.94, min=0.0, max=1.0, doc="'paper'/'step': lr *= decay_rate ...")
+    decay_epochs: float = _opt(2.0, min=0.0, doc="... every decay_epochs epochs")
+    warmup_steps: int = _opt(0, min=0)
+    grad_clip: float = _opt(0.0, min=0.0, doc="max gradient norm; 0 = off")
+
+
+@dataclass
+class TrainConfig:
+    """Length, precision, sharding and checkpointing of the run."""
+    epochs: int = _opt(1, min=1)
+    max_steps: int = _opt(0, min=0, doc="stop after this many optimiser steps; 0 = no limit")
+    seed: int = _opt(0, min=0)
+    grad_accum: int = _opt(1, min=1)
+    precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"))
+    zero_stage: int = _opt(0, choices=(0, 1, 2, 3))
+    checkpoint_every: int = _opt(0, min=0, doc="steps between checkpoints; 0 = only at epoch ends")
+    keep_checkpoints: int = _opt(2, min=1)
+    deterministic: bool = _opt(False)
+    fail_on_nan: bool = _opt(True)
+
+
+@dataclass
+class EvalConfig:
+    """Robust evaluation on a held-out subset during and after training."""
+    every_epochs: int = _opt(1, min=0, doc="0 = only at the end")
+    attacks: list = _opt(["clean", "fgsm", "pgd10"])
+    eps: float = _opt(8 / 255, min=0.0, max=1.0)
+    subset: int = _opt(256, min=1)
+    batch_size: int = _opt(64, min=1)
+
+
+@dataclass
+class LogConfig:
+    """Run folder, TensorBoard and console cadence."""
+    dir: str = _opt("runs")
+    name: str = _opt("", doc="run name; '' = <preset>-<time>")
+    scalar_every: int = _opt(10, min=1)
+    image_every: int = _opt(200, min=0, doc="steps between image grids; 0 = off")
+
+
+@dataclass
+class Config:
+    """The whole run: one object flows from the entry point into the engine."""
+    preset: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets that ship with aadscale."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> dict:
+    """Read a preset by name (shipped) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"preset {name_or_path!r} not found; shipped presets: "
+                         f"{', '.join(list_presets())}, or give a path to a .yaml file")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {path} must hold a mapping, got {type(data).__name__}")
+    data.setdefault("preset", path.stem)
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ``["a.b=1", "c.d=x"]`` into a nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or
+                                           (isinstance(value, float) and value.is_integer())):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
+            raise ValueError(f"unknown config field {path!r}{hint}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _check(obj: Any, where: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            _check(value, path)
+            continue
+        meta = f.metadata
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise ValueError(f"{path}={value!r} is not valid; choose one of {list(meta['choices'])}")
+        if meta.get("min") is not None and value < meta["min"]:
+            raise ValueError(f"{path}={value!r} must be >= {meta['min']}")
+        if meta.get("max") is not None and value > meta["max"]:
+            raise ValueError(f"{path}={value!r} must be <= {meta['max']}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field's rule and the cross-field constraints; raise ValueError naming the field."""
+    _check(cfg)
+    theta = cfg.objective.theta
+    if theta != "mean":
+        try:
+            float(theta)
+        except ValueError:
+            raise ValueError(f"objective.theta={theta!r} must be 'mean' or a number") from None
+    from aadscale.evaluate import parse_attack_name  # late: evaluate imports the attacks
+    for name in cfg.eval.attacks:
+        parse_attack_name(str(name))
+    if cfg.attack.name == "none" and cfg.objective.name != "plain":
+        raise ValueError(f"objective.name={cfg.objective.name!r} needs a training attack; "
+                         "set attack.name to pgd, fgsm_rs or step_ll, or objective.name=plain")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """The config as plain nested dicts (for YAML, TensorBoard hparams, Ray)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    """Build and validate a Config from nested dicts (unknown keys are errors)."""
+    return validate(_build(Config, data, ""))
+
+
+def load_config(preset: str | None = None, overrides: list[str] | None = None,
+                extra: dict | None = None) -> Config:
+    """Defaults < preset YAML < ``extra`` dict < ``a.b=c`` overrides, validated."""
+    data: dict = load_preset(preset) if preset else {}
+    if extra:
+        data = _merge(data, extra)
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return from_dict(data)
+
+
+def field_names(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted field name of the config (for sweeps and error messages)."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        out.extend(field_names(tp, name + ".") if dataclasses.is_dataclass(tp) else [name])
+    return out
+
+
+def git_commit() -> str:
+    """The source tree's commit (with '+dirty' when modified), or 'unknown' outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def dump_yaml(cfg: Config, path: Path) -> None:
+    """Write the resolved config and the git commit next to a run."""
+    data = {"git_commit": git_commit(), **to_dict(cfg)}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def load_run_config(path: Path) -> Config:
+    """Read a config.yaml written by ``dump_yaml`` back into a Config."""
+    data = yaml.safe_load(Path(path).read_text())
+    data.pop("git_commit", None)
+    return from_dict(data)

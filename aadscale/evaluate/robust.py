@@ -1,0 +1,100 @@
+"""Robust accuracy over batches: the paper's Table 6 columns, accumulated, in float32."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from aadscale import attacks
+from aadscale.attacks.loop import eval_mode
+
+TABLE6 = ("clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20", "cw40", "cw100")
+_NAME = re.compile(r"^(clean|fgsm|step_ll|pgd|cw|iter_step_ll|a3pgd|a3iter_step_ll)(\d*)(?:x(\d+))?$")
+_FUNCS = {"fgsm": attacks.fgsm, "step_ll": attacks.step_ll, "pgd": attacks.pgd, "cw": attacks.cw,
+          "iter_step_ll": attacks.iter_step_ll}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A parsed column name: ``pgd40`` = PGD with 40 steps, ``pgd40x5`` = with 5 restarts."""
+    name: str
+    kind: str
+    steps: int
+    restarts: int
+
+
+def parse_attack_name(name: str) -> AttackSpec:
+    """Parse ``clean``, ``fgsm``, ``step_ll``, ``pgd<k>``, ``cw<k>``, ``iter_step_ll<k>``, ``a3pgd<k>``,
+    ``a3iter_step_ll<k>``, optionally ``x<restarts>``."""
+    m = _NAME.match(name.lower())
+    if not m:
+        raise ValueError(f"attack {name!r} not understood; use clean, fgsm, step_ll, pgd<k>, cw<k>, "
+                         "iter_step_ll<k>, a3pgd<k>, a3iter_step_ll<k>, with optional x<restarts> "
+                         "(e.g. pgd40x5)")
+    kind, steps, restarts = m.group(1), m.group(2), m.group(3)
+    single = kind in ("clean", "fgsm", "step_ll")
+    if single and steps:
+        raise ValueError(f"attack {name!r}: {kind} takes no step count")
+    if not single and not steps:
+        raise ValueError(f"attack {name!r}: give a step count, e.g. {kind}10")
+    return AttackSpec(name.lower(), kind, int(steps or 1), int(restarts or 1))
+
+
+def run_spec(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, eps: float,
+             gamma: float = 10.0) -> torch.Tensor:
+    """The adversarial batch for one parsed attack column."""
+    if spec.kind == "clean":
+        return x
+    if spec.kind.startswith("a3"):
+        return attacks.a3(model, x, y, base=spec.kind[2:], gamma=gamma, eps=eps, steps=spec.steps,
+                          restarts=spec.restarts)
+    return _FUNCS[spec.kind](model, x, y, eps=eps, steps=spec.steps, restarts=spec.restarts)
+
+
+def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] = TABLE6, *,
+                    eps: float, gamma: float = 10.0, device: torch.device | str | None = None,
+                    progress: bool = True, max_batches: int | None = None) -> dict[str, float]:
+    """Accuracy in percent under each attack, over all ``(x, y)`` batches; ``"n"`` counts images.
+
+    Every attack runs on the same images in float32 with the model in eval mode. Columns
+    are Table 6's by default (clean, FGSM, PGD-10/20/40/100, CW-10/20/40/100).
+    """
+    specs = [parse_attack_name(a) for a in attacks]
+    if not specs:
+        raise ValueError("attacks is empty; give at least one column, e.g. ['clean', 'pgd10']")
+    if device is None:
+        device = next(model.parameters()).device
+    correct = dict.fromkeys((s.name for s in specs), 0)
+    n = 0
+    total = len(batches) if hasattr(batches, "__len__") else None
+    if max_batches is not None and total is not None:
+        total = min(total, max_batches)
+    with eval_mode(model):
+        bar = tqdm(batches, total=total, desc="robust eval", disable=not progress, leave=False)
+        for i, (x, y) in enumerate(bar):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(device).float(), y.to(device)
+            for spec in specs:
+                x_adv = run_spec(model, x, y, spec, eps, gamma)
+                with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+                    correct[spec.name] += int((model(x_adv).argmax(1) == y).sum())
+            n += y.shape[0]
+            bar.set_postfix({k: f"{100 * v / n:.1f}" for k, v in list(correct.items())[:4]})
+    if n == 0:
+        raise ValueError("no images were evaluated: the batches were empty")
+    return {**{k: 100.0 * v / n for k, v in correct.items()}, "n": n}
+
+
+def format_table(results: dict[str, float], title: str = "") -> str:
+    """A Markdown table row of accuracies (percent) with its header."""
+    cols = [k for k in results if k != "n"]
+    head = "| " + " | ".join(["model"] + cols + ["n"]) + " |"
+    sep = "|" + "---|" * (len(cols) + 2)
+    row = "| " + " | ".join([title or "-"] + [f"{results[c]:.2f}" for c in cols] +
+                            [str(results.get("n", ""))]) + " |"
+    return "\n".join([head, sep, row])

@@ -1,0 +1,55 @@
+"""AAD (paper eq. 7-10): attention rectification and preservation added to a base objective."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aadscale.attention.gradcam import forward_with_cam
+from aadscale.attention.masks import resize, threshold_mask
+from aadscale.objectives.alp import alp_terms
+from aadscale.objectives.madry import madry_terms
+
+BASE_TERMS = {"madry": madry_terms, "alp": alp_terms}
+
+
+def mask_attention(x: torch.Tensor, cam: torch.Tensor, theta: str | float = "mean") -> torch.Tensor:
+    """x* = x * (1 - M(x)): the map resized (bilinear) to the image, thresholded, not differentiated."""
+    mask = threshold_mask(resize(cam.detach(), x.shape[-2:]), theta)
+    return x * (~mask).unsqueeze(1).to(x.dtype)
+
+
+def rectification(model: nn.Module, x: torch.Tensor, cam: torch.Tensor, logits: torch.Tensor,
+                  theta: str | float = "mean") -> torch.Tensor:
+    """-D(p(x), p(x*)) with D the L2 norm, mean over the batch (<= 0: removing the attended area should change the prediction)."""
+    p = logits.softmax(1)
+    p_star = model(mask_attention(x, cam, theta)).softmax(1)
+    return -(p - p_star).norm(dim=1).mean()
+
+
+def preservation(cam_clean: torch.Tensor, cam_adv: torch.Tensor) -> torch.Tensor:
+    """||L_c(x) - L_c(x_adv)||_1 per image, mean over the batch (>= 0)."""
+    return (cam_clean - cam_adv).abs().flatten(1).sum(1).mean()
+
+
+def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
+        base: str = "madry", lambda1: float = 1.0, lambda2: float = 1.0, beta: float = 0.5,
+        cls_loss: str = "ce", cam_weights: str = "full", theta: str | float = "mean",
+        layer: str | None = None) -> dict[str, torch.Tensor]:
+    """L = base + lambda1 * L_rect + lambda2 * L_pres, maps toward the true labels.
+
+    Passes: forward+Grad-CAM on x and on x_adv (create_graph=True, so L_pres trains the
+    model by double backward) and one forward on each masked image; each in the model's
+    current mode, each its own batch (BatchNorm statistics never mix clean and adversarial).
+    """
+    if base not in BASE_TERMS:
+        raise ValueError(f"base={base!r} must be one of {sorted(BASE_TERMS)}")
+    clean = forward_with_cam(model, x, y, layer, create_graph=True, weights=cam_weights)
+    adv = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
+    terms = BASE_TERMS[base](clean.logits, adv.logits, y, cls_loss=cls_loss, beta=beta)
+    rect = rectification(model, x, clean.cam, clean.logits, theta) + \
+        rectification(model, x_adv, adv.cam, adv.logits, theta)
+    pres = preservation(clean.cam, adv.cam)
+    terms["loss"] = terms["loss"] + lambda1 * rect + lambda2 * pres
+    terms.update(rect=rect.detach(), pres=pres.detach(), logits_clean=clean.logits.detach(),
+                 logits_adv=adv.logits.detach())
+    return terms
