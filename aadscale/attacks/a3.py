@@ -14,9 +14,9 @@ BASES = {"pgd": dict(steps=3, random_start=True), "iter_step_ll": dict(steps=3, 
          "cw": dict(steps=3, random_start=True)}
 
 
-def unit_max(cam: torch.Tensor) -> torch.Tensor:
-    """Scale each map to max 1 so that it is comparable with a binary mask."""
-    return cam / cam.flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1)
+def map_scale(cam: torch.Tensor) -> torch.Tensor:
+    """Per-image max of the clean map [N, 1, 1]: divides L_c(x_adv) to the scale of a binary mask."""
+    return cam.flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1)
 
 
 def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd", gamma: float = 10.0,
@@ -30,8 +30,9 @@ def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd",
     M(x) is the binarised map of the clean image (threshold ``theta``), computed once; the
     map of x_adv (toward the true label) is recomputed at every step with a double backward.
     All losses are ascended, so for the StepLL bases, which descend the least-likely CE,
-    the term keeps the sign that pushes the attention away. ``normalize_cam`` scales
-    L_c(x_adv) to max 1 per image before the L1 distance to the binary M(x).
+    the term keeps the sign that pushes the attention away. ``normalize_cam`` divides
+    L_c(x_adv) by the clean map's maximum (a constant per image), so that the L1 distance
+    to the binary M(x) compares like with like.
     """
     if base not in BASES:
         raise ValueError(f"base={base!r} must be one of {sorted(BASES)}")
@@ -42,6 +43,7 @@ def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd",
     with eval_mode(model), torch.autocast(x.device.type, enabled=False):
         clean = forward_with_cam(model, x, y, layer)
         mask = threshold_mask(clean.cam, theta).float()
+        scale = map_scale(clean.cam) if normalize_cam else torch.ones_like(clean.cam[:, :1, :1])
         y_ll = clean.logits.argmin(1)
 
     def base_loss(logits):
@@ -53,8 +55,7 @@ def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd",
 
     def objective(x_adv):
         out = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
-        cam = unit_max(out.cam) if normalize_cam else out.cam
-        deviation = (mask - cam).abs().flatten(1).sum(1)
+        deviation = (mask - out.cam / scale).abs().flatten(1).sum(1)
         return base_loss(out.logits) + gamma * deviation, out.logits
 
     defaults = BASES[base]
@@ -64,4 +65,4 @@ def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd",
                       restarts=restarts, keep_best=keep_best, generator=generator)
 
 
-__all__ = ["a3", "unit_max"]
+__all__ = ["a3", "map_scale"]

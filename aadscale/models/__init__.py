@@ -64,7 +64,11 @@ def load_weights(model: PixelModel, path: str | Path) -> None:
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     target: nn.Module = model if any(k.startswith("net.") for k in state) else model.net
-    missing, unexpected = target.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = target.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{path}: state_dict does not fit the model ({str(err)[:300]}); was it "
+                         "saved from the same architecture and class count?") from None
     if missing or unexpected:
         raise ValueError(f"{path}: state_dict does not fit the model (missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}); was it saved from the same architecture "

@@ -1,0 +1,60 @@
+"""Shared fixtures: a small model trained on scikit-learn's real digits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aadscale import models
+
+torch.set_num_threads(2)
+
+
+def digits_tensors(size: int = 16):
+    """scikit-learn's 1797 digits as [N, 1, size, size] pixels in [0, 1] and labels."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return x, torch.tensor(d.target, dtype=torch.long)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(x_train, y_train, x_test, y_test): a fixed 1500/297 split."""
+    x, y = digits_tensors()
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(y), generator=g)
+    tr, te = perm[:1500], perm[1500:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """lenet_small trained for a few epochs on the digits (about 97 % clean accuracy)."""
+    torch.manual_seed(0)
+    xtr, ytr, _, _ = digits
+    model = models.build("lenet_small", 10, in_channels=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(1)
+    model.train()
+    for _ in range(6):
+        for idx in torch.randperm(len(ytr), generator=g).split(50):
+            opt.zero_grad()
+            F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def accuracy(model, x, y) -> float:
+    """Top-1 accuracy in [0, 1] without gradients."""
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+@pytest.fixture
+def rng_seed():
+    torch.manual_seed(0)
+    np.random.seed(0)

@@ -1,0 +1,57 @@
+"""Config layering (defaults < preset < overrides), validation naming the field, round trips."""
+from __future__ import annotations
+
+import pytest
+
+from aadscale import config as C
+
+
+@pytest.mark.parametrize("name", C.list_presets())
+def test_every_preset_loads_and_validates(name):
+    cfg = C.load_config(name)
+    assert cfg.preset == name
+    assert C.from_dict(C.to_dict(cfg)) == cfg
+
+
+def test_layers_override_in_order():
+    cfg = C.load_config("demo", ["train.epochs=7", "objective.lambda1=0.25", "eval.attacks=clean,pgd20"])
+    assert cfg.train.epochs == 7 and cfg.objective.lambda1 == 0.25
+    assert cfg.eval.attacks == ["clean", "pgd20"]
+    assert cfg.model.name == "resnet9_small"  # from the preset
+    assert cfg.optim.momentum == 0.9 and C.Config().train.epochs == 1  # defaults untouched
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown config field 'train.epoch'; did you mean epochs"),
+    ("objective.name=trades", "objective.name='trades' is not valid"),
+    ("attack.eps=-1", "attack.eps=-1.0 must be >= 0"),
+    ("train.epochs=two", "train.epochs: expected an integer"),
+    ("train.deterministic=maybe", "train.deterministic: expected true/false"),
+    ("objective.theta=high", "objective.theta='high' must be 'mean' or a number"),
+    ("eval.attacks=clean,pgd", "give a step count"),
+    ("noequals", "must look like section.field=value"),
+    ("train.zero_stage=4", "train.zero_stage=4 is not valid"),
+])
+def test_invalid_values_name_the_field(override, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        C.load_config("demo", [override])
+
+
+def test_cross_field_check_and_missing_preset():
+    with pytest.raises(ValueError, match="needs a training attack"):
+        C.load_config("demo", ["attack.name=none"])
+    C.load_config("demo", ["attack.name=none", "objective.name=plain"])
+    with pytest.raises(ValueError, match="preset 'imagenet-resnet51' not found.*imagenet-resnet50"):
+        C.load_config("imagenet-resnet51")
+
+
+def test_yaml_round_trip_with_commit(tmp_path):
+    cfg = C.load_config("cifar10-resnet9", ["train.seed=3"])
+    C.dump_yaml(cfg, tmp_path / "config.yaml")
+    assert "git_commit" in (tmp_path / "config.yaml").read_text()
+    assert C.load_run_config(tmp_path / "config.yaml") == cfg
+
+
+def test_field_names_cover_sections():
+    names = C.field_names()
+    assert "objective.lambda1" in names and "attack.eps" in names and "model.name" in names

@@ -1,0 +1,46 @@
+"""robust_accuracy: Table 6 columns, accumulated over batches, attacks no weaker with more steps."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aadscale.evaluate import TABLE6, format_table, parse_attack_name, robust_accuracy
+
+
+def test_accumulates_over_batches_like_one_batch(digits, digits_model):
+    _, _, x, y = digits
+    x, y = x[:96], y[:96]
+    cols = ["clean", "fgsm", "step_ll"]
+    whole = robust_accuracy(digits_model, [(x, y)], cols, eps=0.1, progress=False)
+    split = robust_accuracy(digits_model, list(zip(x.split(32), y.split(32))), cols, eps=0.1,
+                            progress=False)
+    assert whole == split and whole["n"] == 96
+    assert set(whole) == {"clean", "fgsm", "step_ll", "n"}
+
+
+def test_table6_columns_are_ordered_by_strength(digits, digits_model):
+    _, _, x, y = digits
+    torch.manual_seed(0)
+    res = robust_accuracy(digits_model, [(x[:100], y[:100])], TABLE6, eps=0.1, progress=False)
+    assert list(res)[:-1] == list(TABLE6)
+    assert res["clean"] > res["fgsm"]
+    assert res["pgd10"] >= res["pgd40"] - 1.0 and res["pgd20"] >= res["pgd100"] - 1.0
+    assert res["cw10"] >= res["cw100"] - 1.0
+    assert res["pgd100"] < res["clean"] - 20
+
+
+def test_parse_attack_names():
+    assert parse_attack_name("PGD40x5").steps == 40 and parse_attack_name("pgd40x5").restarts == 5
+    assert parse_attack_name("a3iter_step_ll3").kind == "a3iter_step_ll"
+    for bad in ("pgd", "fgsm3", "deepfool10", ""):
+        with pytest.raises(ValueError):
+            parse_attack_name(bad)
+
+
+def test_empty_inputs_and_table():
+    with pytest.raises(ValueError, match="no images"):
+        robust_accuracy(torch.nn.Linear(2, 2), [], ["clean"], eps=0.1, progress=False)
+    with pytest.raises(ValueError, match="attacks is empty"):
+        robust_accuracy(torch.nn.Linear(2, 2), [], [], eps=0.1, progress=False)
+    table = format_table({"clean": 90.0, "pgd10": 40.5, "n": 10}, "madry")
+    assert "| madry | 90.00 | 40.50 | 10 |" in table

@@ -1,0 +1,86 @@
+"""Objectives: finite terms with the documented signs, gradients everywhere, AAD(0, 0) == its base."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aadscale import attacks, models, objectives
+from aadscale.objectives import build_objective, classification_loss, mask_attention
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    model = models.build("resnet9_small", 10).train()
+    x = torch.rand(8, 3, 32, 32)
+    y = torch.randint(0, 10, (8,))
+    x_adv = attacks.pgd(model, x, y, eps=8 / 255, steps=2)
+    return model, x, y, x_adv
+
+
+@pytest.mark.parametrize("name", objectives.OBJECTIVES)
+def test_terms_finite_signed_and_gradients_reach_every_parameter(batch, name):
+    model, x, y, x_adv = batch
+    out = build_objective(name, lambda1=0.5, lambda2=0.5)(model, x, y, x_adv)
+    scalars = {k: v for k, v in out.items() if not k.startswith("logits")}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in scalars.values())
+    assert out["loss"].requires_grad
+    if "rect" in out:
+        assert out["rect"] <= 0 and out["pres"] >= 0
+    if "alp" in out:
+        assert out["alp"] >= 0
+    out["loss"].backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+            or p.grad.abs().sum() == 0]
+    assert not dead, f"no gradient reached {dead[:5]}"
+
+
+@pytest.mark.parametrize("base", ["madry", "alp"])
+def test_aad_with_zero_lambdas_equals_its_base(batch, base):
+    model, x, y, x_adv = batch
+    model.eval()  # dropout/BN noise aside, the values must be identical
+    ref = build_objective(base, beta=0.7)(model, x, y, x_adv)
+    out = build_objective(f"{base}+aad", lambda1=0.0, lambda2=0.0, beta=0.7)(model, x, y, x_adv)
+    assert torch.allclose(out["loss"], ref["loss"], rtol=0, atol=1e-6)
+    assert out["rect"] != 0 and out["pres"] != 0  # the terms were computed, only weighted by 0
+
+
+def test_aad_terms_enter_the_total_with_their_weights(batch):
+    model, x, y, x_adv = batch
+    model.eval()
+    out = build_objective("madry+aad", lambda1=0.3, lambda2=2.0)(model, x, y, x_adv)
+    expected = out["cls"] + 0.3 * out["rect"] + 2.0 * out["pres"]
+    assert torch.allclose(out["loss"].detach(), expected, atol=1e-5)
+
+
+def test_preservation_is_zero_for_identical_inputs(batch):
+    model, x, y, _ = batch
+    model.eval()
+    out = objectives.aad(model, x, y, x.clone())
+    assert out["pres"] == 0
+
+
+def test_mask_attention_removes_the_attended_area():
+    x = torch.ones(1, 1, 4, 4)
+    cam = torch.zeros(1, 2, 2)
+    cam[0, 0, 0] = 1.0
+    out = mask_attention(x, cam)
+    assert out[0, 0, 0, 0] == 0 and out[0, 0, 3, 3] == 1
+    assert 0 < out.sum() < 16
+
+
+def test_classification_losses():
+    logits = torch.tensor([[3.0, -1.0, 0.0]])
+    y = torch.tensor([0])
+    assert classification_loss(logits, y, "ce") < classification_loss(logits, torch.tensor([1]), "ce")
+    sm = classification_loss(logits, y, "soft_margin")
+    assert sm < classification_loss(logits, torch.tensor([1]), "soft_margin") and sm > 0
+    with pytest.raises(ValueError, match="cls_loss='hinge'"):
+        classification_loss(logits, y, "hinge")
+
+
+def test_unknown_objective():
+    with pytest.raises(ValueError, match="trades"):
+        build_objective("trades")
+    with pytest.raises(ValueError, match="base="):
+        objectives.aad(None, None, None, None, base="trades")
