@@ -1,0 +1,134 @@
+"""``aadscale evaluate``: Table 6 and 7 columns and a gradient-masking check for one model."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from aadscale.evaluate.checkpoint import LoadedModel, load_model, parse_eps
+from aadscale.evaluate.suite import PAPER, STRONG, evaluate_suite
+
+
+def add_model_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
+    """Where the model comes from: a checkpoint, a bare state_dict + --model, or --torchvision."""
+    if positional:
+        p.add_argument("checkpoint", nargs="?", help="the engine's exported file or a bare state_dict")
+    else:
+        p.add_argument("--checkpoint", help="the engine's exported file or a bare state_dict")
+    p.add_argument("--model", help="architecture of a bare state_dict (aadscale.models.list_models())")
+    p.add_argument("--num-classes", type=int, help="class count of a bare state_dict")
+    p.add_argument("--in-channels", type=int, default=3, choices=(1, 3))
+    p.add_argument("--torchvision", metavar="NAME", help="a torchvision network, e.g. resnet50")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --torchvision: ImageNet weights (needs the network; default random)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_from_args(args: argparse.Namespace, checkpoint: str | None = None) -> LoadedModel:
+    """Load the model the arguments name."""
+    return load_model(checkpoint if checkpoint is not None else args.checkpoint,
+                      model_name=args.model, num_classes=args.num_classes,
+                      in_channels=args.in_channels, torchvision=args.torchvision,
+                      pretrained=args.pretrained, device=args.device)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Validation data read through ``aadscale.data.build_loader``."""
+    p.add_argument("--data", help="data root (default: the checkpoint config's data.root)")
+    p.add_argument("--dataset", help="demo, folder, imagenet, cifar10, mnist (default: the config's)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--image-size", type=int, help="default: the config's data.image_size, else 224")
+    p.add_argument("--limit", type=int, help="images in the fixed random subset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of the attacks")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+
+
+class _ByIndex(Dataset):
+    """The data package's ``(index, seed)``-addressed dataset, addressed by index (val: no randomness)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[(i, 0)]
+
+
+def dataset_from_args(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Dataset, int]:
+    """The validation dataset (map-style, by index) and the image size."""
+    from aadscale.data import build_loader
+    cfg = loaded.config
+    dataset = args.dataset or (cfg.data.dataset if cfg else "folder")
+    root = args.data or (cfg.data.root if cfg else "")
+    if not root and dataset == "demo":
+        from aadscale.data import DEFAULT_DEMO_ROOT
+        root = DEFAULT_DEMO_ROOT
+    if not root:
+        raise ValueError("no data: give --data DIR (and --dataset) or a checkpoint whose config has data.root")
+    size = args.image_size or (cfg.data.image_size if cfg else 224)
+    loader = build_loader(root, args.split, backend="torch", batch_size=args.batch_size,
+                          image_size=size, dataset=dataset, train=False, workers=0,
+                          val_resize=cfg.data.val_resize if cfg and not args.image_size else 0)
+    return _ByIndex(loader.dataset), size
+
+
+def eps_from_args(args: argparse.Namespace, loaded: LoadedModel) -> float:
+    """--eps, else the checkpoint config's eval.eps, else 4/255 for torchvision ImageNet models."""
+    if args.eps is not None:
+        return parse_eps(args.eps)
+    if loaded.config is not None:
+        return loaded.config.eval.eps
+    if args.torchvision:
+        return 4 / 255
+    raise ValueError("give --eps (e.g. 8/255): a bare state_dict carries no preset")
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from aadscale.distributed.context import init_distributed
+        init_distributed()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the Markdown report; the gradient-masking warning goes to stderr too."""
+    _init_distributed()
+    loaded = model_from_args(args)
+    eps = eps_from_args(args, loaded)
+    dataset, _ = dataset_from_args(args, loaded)
+    report = evaluate_suite(loaded.model, dataset, args.out, eps=eps, attacks=_names(args.attacks),
+                            strong=_names(args.strong), limit=args.limit, seed=args.seed,
+                            batch_size=args.batch_size, gamma=args.gamma,
+                            masking_threshold=args.masking_threshold, workers=args.workers,
+                            model_label=loaded.description, progress=not args.no_progress)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(Path(args.out, "results.md").read_text())
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="robust accuracy: Table 6/7 columns + strong attacks",
+                              description=__doc__)
+    add_model_args(p, positional=True)
+    add_data_args(p)
+    p.set_defaults(limit=1000)
+    p.add_argument("--eps", help="e.g. 4/255 (default: the checkpoint's eval.eps)")
+    p.add_argument("--attacks", default=",".join(PAPER),
+                   help="paper columns, comma-separated (default: Table 6 + Table 7)")
+    p.add_argument("--strong", default=",".join(STRONG),
+                   help="strong columns for the masking check, e.g. pgd40x5,apgd100 ('' = off)")
+    p.add_argument("--masking-threshold", type=float, default=5.0,
+                   help="warn when the strong attacks are this many points lower")
+    p.add_argument("--gamma", type=float, default=10.0, help="A3Attack's attention weight")
+    p.add_argument("--out", required=True, help="output folder (results.json, results.md, batch logs)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)

@@ -1,0 +1,224 @@
+"""The evaluation suite: Table 6 and 7 columns plus strong attacks on a fixed subset, resumable,
+sharded over ranks, with a gradient-masking check."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from aadscale.attacks.loop import eval_mode
+from aadscale.evaluate.apgd import apgd
+from aadscale.evaluate.robust import TABLE6, format_table, parse_attack_name, run_spec
+
+TABLE7 = ("iter_step_ll10", "a3iter_step_ll10", "pgd10", "a3pgd10")
+PAPER = TABLE6 + TABLE7
+STRONG = ("pgd40x5", "apgd100")
+_APGD = re.compile(r"^apgd(?:_(ce|dlr))?(\d+)(?:x(\d+))?$")
+
+
+def check_column(name: str) -> str:
+    """A column name normalised; ValueError if neither a paper attack nor ``apgd[_ce|_dlr]<k>[x<r>]``."""
+    name = name.strip().lower()
+    if name.startswith("apgd"):
+        m = _APGD.match(name)
+        if not m or int(m.group(2)) < 1:
+            raise ValueError(f"attack {name!r} not understood; write apgd<steps>[x<restarts>], "
+                             "e.g. apgd100 (APGD-CE) or apgd_dlr100x2")
+        return name
+    return parse_attack_name(name).name
+
+
+def attack_column(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,
+                  gamma: float = 10.0) -> torch.Tensor:
+    """The adversarial batch for one column (paper attacks through ``run_spec``, APGD here)."""
+    m = _APGD.match(name)
+    if m:
+        return apgd(model, x, y, eps=eps, steps=int(m.group(2)), restarts=int(m.group(3) or 1),
+                    loss=m.group(1) or "ce")
+    return run_spec(model, x, y, parse_attack_name(name), eps, gamma)
+
+
+def select_subset(total: int, limit: int | None, seed: int) -> list[int]:
+    """``limit`` dataset indices drawn with ``seed`` (all when None or >= total), sorted."""
+    if total < 1:
+        raise ValueError("the dataset is empty")
+    if limit is None or limit >= total:
+        return list(range(total))
+    if limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1")
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(total, generator=g)[:limit].tolist())
+
+
+def masking_check(results: dict[str, float], paper: Sequence[str], strong: Sequence[str],
+                  threshold: float) -> dict:
+    """Compare the lowest accuracy of the paper's attacks with the strong attacks' lowest.
+
+    ``suspected`` is True when the strong attacks find accuracy more than ``threshold``
+    points lower: the paper's attacks then over-state robustness (gradient masking).
+    """
+    weak = [c for c in paper if c != "clean"]
+    if not weak or not strong:
+        return {"run": False, "suspected": False, "message": "not run: needs paper and strong columns"}
+    w = min(weak, key=lambda c: results[c])
+    s = min(strong, key=lambda c: results[c])
+    gap = results[w] - results[s]
+    suspected = gap > threshold
+    msg = (f"{s} finds {results[s]:.2f}% vs {results[w]:.2f}% for the strongest paper attack {w} "
+           f"(gap {gap:.2f} points, threshold {threshold:g})")
+    if suspected:
+        msg = ("WARNING: possible gradient masking: " + msg + ". The paper's attacks over-state "
+               "this model's robustness; report the strong-attack accuracy.")
+    return {"run": True, "suspected": suspected, "gap": gap, "weakest_paper": w, "strongest": s,
+            "threshold": threshold, "message": msg}
+
+
+@dataclass
+class SuiteSpec:
+    """What was evaluated, recorded in ``meta.json``; a resume must match it exactly."""
+    attacks: list[str]
+    strong: list[str]
+    eps: float
+    seed: int
+    batch_size: int
+    gamma: float
+    indices: list[int]
+    model: str
+    extra: dict = field(default_factory=dict)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _read_done(out: Path, columns: list[str]) -> dict[int, dict]:
+    """Finished batches from every ``batches.rank*.jsonl`` (a torn last line is ignored)."""
+    done: dict[int, dict] = {}
+    for path in sorted(out.glob("batches.rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: that batch is simply redone
+            if isinstance(rec, dict) and set(rec.get("correct", {})) == set(columns):
+                done[int(rec["batch"])] = rec
+    return done
+
+
+def _prepare_folder(out: Path, spec: SuiteSpec, rank: int) -> None:
+    meta = out / "meta.json"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if meta.exists():
+            old = json.loads(meta.read_text())
+            diff = [k for k, v in asdict(spec).items() if old.get(k) != v]
+            if diff:
+                raise ValueError(f"{out} holds another evaluation ({', '.join(diff)} differ); "
+                                 "use a new --out folder or delete this one")
+        else:
+            meta.write_text(json.dumps(asdict(spec), indent=1))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, eps: float,
+                   attacks: Sequence[str] = PAPER, strong: Sequence[str] = STRONG,
+                   limit: int | None = 1000, seed: int = 0, batch_size: int = 64,
+                   gamma: float = 10.0, masking_threshold: float = 5.0, workers: int = 0,
+                   model_label: str = "", progress: bool = True) -> dict:
+    """Accuracy (%) under every column on a fixed subset; results.json / results.md in ``out_dir``.
+
+    Batch b holds the subset's images b*batch_size ... and runs with its own seed
+    (``seed`` and b), so a batch gives the same numbers whichever rank or run computes
+    it. Each finished batch is appended to ``batches.rank<r>.jsonl``; a rerun skips the
+    batches found there. Under torch.distributed, rank r takes the batches b with
+    b % world == r and the counts are summed with all_reduce. (Resuming with another
+    world size needs the folder shared by all ranks.)
+    """
+    paper_cols = [check_column(a) for a in attacks]
+    strong_cols = [check_column(a) for a in strong]
+    columns = list(dict.fromkeys(paper_cols + strong_cols))
+    if not columns:
+        raise ValueError("no attack columns; give --attacks and/or --strong")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    indices = select_subset(len(dataset), limit, seed)
+    spec = SuiteSpec(paper_cols, strong_cols, eps, seed, batch_size, gamma, indices, model_label)
+    out = Path(out_dir)
+    rank, world = _rank_world()
+    _prepare_folder(out, spec, rank)
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    done = _read_done(out, columns)
+    mine = [b for b in range(len(batches)) if b % world == rank]
+    todo = [b for b in mine if b not in done]
+    device = next(model.parameters()).device
+    counts = torch.zeros(1 + len(columns), dtype=torch.float64)
+    for b in mine:
+        if b in done:
+            counts += torch.tensor([done[b]["n"]] + [done[b]["correct"][c] for c in columns],
+                                   dtype=torch.float64)
+    loader = DataLoader(Subset(dataset, [i for b in todo for i in batches[b]]),
+                        batch_size=batch_size, shuffle=False, num_workers=workers)
+    log = out / f"batches.rank{rank}.jsonl"
+    bar = tqdm(zip(todo, loader), total=len(todo), desc=f"evaluate (rank {rank})",
+               disable=not progress or rank != 0, initial=0)
+    with eval_mode(model), log.open("a") as fh:
+        for b, (x, y) in bar:
+            x, y = x.to(device).float(), y.to(device)
+            correct = {}
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed * 1_000_003 + b)
+                for c in columns:
+                    x_adv = attack_column(model, x, y, c, eps, gamma)
+                    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                        correct[c] = int((model(x_adv).argmax(1) == y).sum())
+            fh.write(json.dumps({"batch": b, "n": int(y.shape[0]), "correct": correct}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            counts += torch.tensor([y.shape[0]] + [correct[c] for c in columns], dtype=torch.float64)
+            bar.set_postfix({c: f"{100 * correct[c] / y.shape[0]:.0f}" for c in columns[:4]})
+    if world > 1:
+        counts = counts.to(device)
+        dist.all_reduce(counts)
+        counts = counts.cpu()
+    n = int(counts[0])
+    if n != len(indices):
+        raise ValueError(f"counted {n} images but the subset has {len(indices)}; "
+                         f"the batch logs in {out} are inconsistent: delete the folder and rerun")
+    results = {c: 100.0 * float(counts[1 + i]) / n for i, c in enumerate(columns)}
+    check = masking_check(results, paper_cols, strong_cols, masking_threshold)
+    report = {"results": {**results, "n": n}, "masking_check": check, "eps": eps, "seed": seed,
+              "indices": indices, "model": model_label, "resumed_batches": len(mine) - len(todo)}
+    if rank == 0:
+        (out / "results.json").write_text(json.dumps(report, indent=1))
+        (out / "results.md").write_text(format_report(report, paper_cols, strong_cols))
+        if check["suspected"]:
+            print("\n" + "!" * 78 + "\n" + check["message"] + "\n" + "!" * 78, file=sys.stderr)
+    return report
+
+
+def format_report(report: dict, paper: Sequence[str], strong: Sequence[str]) -> str:
+    """Markdown: the paper's columns, the strong attacks, and the masking check."""
+    res, n = report["results"], report["results"]["n"]
+    title = report["model"] or "model"
+    parts = [f"# Robust accuracy (%), eps = {report['eps']:.5g}, {n} images, seed {report['seed']}"]
+    if paper:
+        parts += ["", "## Paper attacks (Tables 6 and 7)", "",
+                  format_table({**{c: res[c] for c in paper}, "n": n}, title)]
+    if strong:
+        parts += ["", "## Strong attacks (gradient-masking check)", "",
+                  format_table({**{c: res[c] for c in strong}, "n": n}, title)]
+    parts += ["", report["masking_check"]["message"], ""]
+    return "\n".join(parts)
