@@ -1,0 +1,115 @@
+"""Who am I in the job: rank, world and device under the DeepSpeed launcher, torchrun or a plain process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job."""
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0 (the one that logs and writes files)."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"environment variable {name}={raw!r} must be a non-negative integer; "
+                         "it is set by the DeepSpeed launcher or torchrun, do not set it by hand")
+    return int(raw)
+
+
+def init_distributed(backend: str | None = None) -> DistContext:
+    """Join the job's process group (through DeepSpeed's comm layer) and pick this rank's device.
+
+    Launched (DeepSpeed launcher or torchrun: RANK/WORLD_SIZE/... set), the group is
+    created with ``backend`` (default nccl on GPU, gloo on CPU; DeepSpeed's CPU
+    accelerator adds its own shared-memory all-reduce op on top of gloo). A plain
+    process gets a group of one on a free loopback port and RANK/LOCAL_RANK/WORLD_SIZE
+    set to 0/0/1 (DeepSpeed's engine reads them), so ``deepspeed.initialize`` works
+    there too. Calling it again returns the same context.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world > 1:
+        missing = [v for v in LAUNCHER_ENV if v not in os.environ]
+        if missing:
+            raise ValueError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; start the job "
+                             "with `deepspeed --num_gpus N ...` or `torchrun --nproc_per_node N ...`")
+    if rank >= world or local_rank >= world:
+        raise ValueError(f"RANK={rank} / LOCAL_RANK={local_rank} must be < WORLD_SIZE={world}")
+    cuda = torch.cuda.is_available()
+    if backend is None:
+        backend = "nccl" if cuda else "gloo"
+    if backend == "nccl" and not cuda:
+        raise ValueError("backend='nccl' needs CUDA GPUs; use backend='gloo' (or None) on CPU")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)  # before the group, so NCCL binds this rank's GPU
+    if not dist.is_initialized():
+        import deepspeed.comm  # late: heavy import, and only the distributed path needs it
+        if world > 1:
+            deepspeed.comm.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
+                                            verbose=False)
+        else:
+            for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+                os.environ.setdefault(name, value)
+            deepspeed.comm.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
+                                            verbose=False, init_method="tcp://127.0.0.1:0",
+                                            rank=0, world_size=1)
+    return DistContext(rank=dist.get_rank(), local_rank=local_rank,
+                       world_size=dist.get_world_size(), device=device)
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_main() -> bool:
+    """True on global rank 0, and in a process that never joined a group."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank; nothing to wait for in a single process."""
+    if _active():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place and return it (unchanged in a single process)."""
+    if _active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (picklable objects; the object itself in a single process)."""
+    if not _active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shutdown() -> None:
+    """Leave the process group (call once at the end of a run: ranks that exit without it can abort)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
