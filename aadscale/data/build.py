@@ -1,0 +1,100 @@
+"""``build_loader``: one entry point for every dataset and backend."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from aadscale.data.arrays import read_cifar10, read_mnist
+from aadscale.data.augment import AUGMENTS, default_val_resize, train_transform, val_transform
+from aadscale.data.demo import ensure_demo_data
+from aadscale.data.loader import Loader
+from aadscale.data.sources import list_images
+from aadscale.data.torch_backend import ArrayDataset, FileDataset, TorchLoader
+
+log = logging.getLogger("aadscale.data")
+
+BACKENDS = ("torch", "dali-cpu", "dali-gpu", "auto")
+FILE_DATASETS = ("imagenet", "folder", "demo")
+ARRAY_READERS = {"cifar10": read_cifar10, "mnist": read_mnist}
+DEFAULT_AUGMENT = {"imagenet": "inception", "folder": "inception", "demo": "none",
+                   "cifar10": "pad-crop", "mnist": "none"}
+
+
+def resolve_backend(backend: str, dataset: str) -> str:
+    """The backend that will run: ``auto`` picks dali-gpu, dali-cpu, torch in that order; others must work."""
+    if backend not in BACKENDS:
+        raise ValueError(f"data backend {backend!r} is not one of {BACKENDS}")
+    has_dali = importlib.util.find_spec("nvidia") is not None and \
+        importlib.util.find_spec("nvidia.dali") is not None
+    has_cuda = torch.cuda.is_available()
+    if backend == "auto":
+        if dataset not in FILE_DATASETS or not has_dali:
+            return "torch"
+        return "dali-gpu" if has_cuda else "dali-cpu"
+    if backend.startswith("dali"):
+        if dataset not in FILE_DATASETS:
+            raise ValueError(f"backend {backend!r} reads image files; dataset {dataset!r} needs "
+                             f"data.backend=torch (or auto)")
+        if not has_dali:
+            raise ValueError(f"backend {backend!r} needs NVIDIA DALI, which is not installed: "
+                             f"pip install nvidia-dali-cuda130, or use data.backend=torch")
+        if backend == "dali-gpu" and not has_cuda:
+            raise ValueError("backend 'dali-gpu' needs a CUDA GPU and torch.cuda.is_available() is "
+                             "False; use data.backend=dali-cpu or torch")
+    return backend
+
+
+def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch", batch_size: int,
+                 image_size: int, rank: int = 0, world_size: int = 1, dataset: str = "folder",
+                 train: bool | None = None, seed: int = 0, workers: int = 2, val_resize: int = 0,
+                 augment: str | None = None, cache_dir: str | os.PathLike | None = None) -> Loader:
+    """Batches of ``(images float32 [0, 1] NCHW, labels int64)`` of ``split`` for ``rank`` of ``world_size``.
+
+    ``batch_size`` is per rank. ``train`` (default: split starts with 'train') shuffles from
+    seed + epoch, augments and drops the last partial batch. ``augment`` defaults per dataset
+    (inception for imagenet/folder, pad-crop for cifar10, none for mnist and demo).
+    ``cache_dir`` holds the DALI backends' list of corrupt files (default $AADSCALE_CACHE).
+    """
+    if dataset not in FILE_DATASETS + tuple(ARRAY_READERS):
+        raise ValueError(f"dataset {dataset!r} is not one of {FILE_DATASETS + tuple(ARRAY_READERS)}")
+    if batch_size < 1 or image_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need batch_size >= 1, image_size >= 1 and 0 <= rank < world_size; got "
+                         f"batch_size={batch_size}, image_size={image_size}, rank={rank}, "
+                         f"world_size={world_size}")
+    augment = augment or DEFAULT_AUGMENT[dataset]
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment {augment!r} is not one of {AUGMENTS}")
+    train = split.startswith("train") if train is None else train
+    resize = val_resize or default_val_resize(image_size, augment)
+    if resize < image_size:
+        raise ValueError(f"val_resize={resize} is smaller than image_size={image_size}; the centre "
+                         f"crop needs val_resize >= image_size (0 picks a default)")
+    transform = (functools.partial(train_transform, augment=augment, size=image_size) if train
+                 else functools.partial(val_transform, resize=resize, size=image_size))
+    name = resolve_backend(backend, dataset)
+    common = dict(batch_size=batch_size, rank=rank, world_size=world_size, train=train, seed=seed)
+    if dataset in ARRAY_READERS:
+        samples = ARRAY_READERS[dataset](root, split)
+        loader: Loader = TorchLoader(ArrayDataset(samples, transform), workers=workers,
+                                     num_classes=samples.num_classes, **common)
+    else:
+        files = list_images(ensure_demo_data(root) if dataset == "demo" else root, split)
+        if name == "torch":
+            loader = TorchLoader(FileDataset(files, transform), workers=workers,
+                                 num_classes=files.num_classes, **common)
+        else:
+            from aadscale.data.dali import DaliLoader
+            from aadscale.data.scan import readable
+            files = readable(files, workers=workers, cache_dir=Path(cache_dir) if cache_dir else None)
+            loader = DaliLoader(files, device=name.removeprefix("dali-"), workers=workers,
+                                augment=augment, image_size=image_size, resize=resize,
+                                num_classes=files.num_classes, **common)
+    log.info("data backend %s%s: %s split %r of %s, rank %d/%d, %d samples, %d batches of %d",
+             name, " (auto)" if backend == "auto" else "", dataset, split, root, rank, world_size,
+             loader.num_samples, len(loader), batch_size)
+    return loader

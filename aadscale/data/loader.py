@@ -1,0 +1,65 @@
+"""The batches interface every backend shares: length, epochs, and a resumable position."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from aadscale.data.sampler import num_batches, shard_indices
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Loader:
+    """``(images, labels)`` batches of one rank: float32 [0, 1] NCHW and int64, resumable mid-epoch.
+
+    Finishing an epoch moves to the next one; ``set_epoch`` with another epoch starts that epoch
+    from its first batch, with the current epoch it keeps the position (so it may follow
+    ``load_state_dict``). ``state_dict()["batch"]`` counts batches already handed out.
+    """
+
+    backend = "none"
+
+    def __init__(self, *, size: int, batch_size: int, rank: int, world_size: int, train: bool,
+                 seed: int, num_classes: int):
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        self.train, self.seed, self.num_classes = train, seed, num_classes
+        self.num_samples = math.ceil(size / world_size)
+        self._epoch, self._batch = 0, 0
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, drop_last=self.train)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Go to ``epoch`` (its order is drawn from seed + epoch); a no-op for the current epoch."""
+        if epoch != self._epoch:
+            self._epoch, self._batch = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The position: epoch and number of batches of it already handed out."""
+        return {"epoch": self._epoch, "batch": self._batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a ``state_dict()``: the next iteration yields the rest of that epoch."""
+        if not 0 <= state["batch"] <= len(self):
+            raise ValueError(f"loader state batch={state['batch']} is outside 0..{len(self)}; "
+                             f"was it saved with another batch size or world size?")
+        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+
+    def remaining(self, rank: int | None = None) -> list[int]:
+        """Sample indices ``rank`` (default: this one) still reads this epoch, in order."""
+        order = shard_indices(self.size, rank=self.rank if rank is None else rank,
+                              world_size=self.world_size, epoch=self._epoch, seed=self.seed,
+                              shuffle=self.train)
+        return order[self._batch * self.batch_size: len(self) * self.batch_size]
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self._batches():
+            self._batch += 1  # counted when handed out: a checkpoint after the step resumes after it
+            yield batch
+        self._epoch, self._batch = self._epoch + 1, 0
+
+    def _batches(self) -> Iterator[Batch]:
+        """The batches of ``remaining()`` (implemented by each backend)."""
+        raise NotImplementedError
