@@ -1,0 +1,77 @@
+"""One folder per run: runs/<name>/ with config.yaml, tb/, checkpoints/ and JSON results."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aadscale.config import Config, dump_yaml
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+def default_run_name(preset: str, now: float | None = None) -> str:
+    """``<preset>-<YYYYmmdd-HHMMSS>`` (broadcast it from rank 0: ranks start at different seconds)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    return f"{preset}-{stamp}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and os.replace: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunFolder:
+    """``root/name/`` holding ``config.yaml``, ``tb/``, ``checkpoints/`` and JSON results (created on init)."""
+
+    def __init__(self, root: str | Path, name: str):
+        if not _NAME.match(name):
+            raise ValueError(f"run name {name!r} must be one path component of letters, digits "
+                             "and . _ + = - (e.g. demo-20260101-120000)")
+        self.path = Path(root) / name
+        self.tb = self.path / "tb"
+        self.checkpoints = self.path / "checkpoints"
+        for d in (self.tb, self.checkpoints):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def config_path(self) -> Path:
+        """Where the resolved config (with the git commit) lives."""
+        return self.path / "config.yaml"
+
+    def write_config(self, cfg: Config) -> Path:
+        """Write the resolved config and the git commit to ``config.yaml``."""
+        dump_yaml(cfg, self.config_path)
+        return self.config_path
+
+    def json_path(self, name: str) -> Path:
+        """``<run>/<name>.json`` (".json" added if missing); ``name`` must be a bare file name."""
+        if not name or Path(name).name != name:
+            raise ValueError(f"JSON name {name!r} must be a file name inside the run folder, not a path")
+        return self.path / (name if name.endswith(".json") else f"{name}.json")
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` to :meth:`json_path` atomically, e.g. ``write_json("eval", table)``."""
+        path = self.json_path(name)
+        atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def read_json(self, name: str) -> Any:
+        """Read back a JSON file written by :meth:`write_json`."""
+        return json.loads(self.json_path(name).read_text())
