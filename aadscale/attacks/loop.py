@@ -37,7 +37,7 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
     if not (eps >= 0 and eps <= 1):
         raise ValueError(f"eps={eps} must be in [0, 1] (pixel space, e.g. 8/255)")
     lo, hi = torch.aminmax(x.detach())  # one sync per attack, not per step
-    if lo < 0 or hi > 1:
+    if not (lo >= 0 and hi <= 1):  # also catches NaN
         raise ValueError(f"pixel values must be in [0, 1], got [{lo.item():.3f}, {hi.item():.3f}]; "
                          "pass un-normalised images: normalisation is the model's first layer")
 

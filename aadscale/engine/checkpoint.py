@@ -1,0 +1,112 @@
+"""Checkpoints: DeepSpeed's sharded state + per-rank RNG + loop position, atomic, loaded weights_only."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+from aadscale.distributed import DistContext, barrier
+from aadscale.logging.run_folder import atomic_write_text
+
+LATEST = "latest"
+
+
+class SafeCheckpointEngine(TorchCheckpointEngine):
+    """DeepSpeed's torch checkpoint engine, but every file is read with ``weights_only=True``."""
+
+    def load(self, path: str, map_location=None):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random state a step touches: python, numpy, torch, CUDA, the attack generator."""
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+             "attack": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Inverse of ``rng_state``."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    generator.set_state(state["attack"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Saves and restores training state under ``directory/<tag>/``; ``directory/latest`` names the newest.
+
+    A checkpoint counts only once ``latest`` points to it, and ``latest`` is replaced
+    atomically after every rank has written its part: a run killed while saving resumes
+    from the previous checkpoint.
+    """
+
+    def __init__(self, directory: Path, keep: int, ctx: DistContext) -> None:
+        self.directory, self.keep, self.ctx = Path(directory), keep, ctx
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def latest(self) -> str | None:
+        """Tag of the newest complete checkpoint, or None."""
+        path = self.directory / LATEST
+        if not path.is_file():
+            return None
+        tag = path.read_text().strip()
+        if not (self.directory / tag).is_dir():
+            raise ValueError(f"{path} names checkpoint {tag!r}, which is missing; delete {path} "
+                             "to start over or restore the folder")
+        return tag
+
+    def save(self, engine, tag: str, client_state: dict, generator: torch.Generator) -> Path:
+        """Write this rank's RNG, then DeepSpeed's state (collective), then point ``latest`` at it."""
+        folder = self.directory / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(rng_state(generator), folder / f"rng_rank{self.ctx.rank}.pt")
+        engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
+        barrier()
+        if self.ctx.is_main:
+            atomic_write_text(self.directory / LATEST, tag)
+            self._prune(tag)
+        barrier()
+        return folder
+
+    def load(self, engine, tag: str, generator: torch.Generator) -> dict:
+        """Restore model, optimiser, scheduler and RNG; return the loop's client state."""
+        folder = self.directory / tag
+        if not folder.is_dir():
+            raise ValueError(f"checkpoint {folder} does not exist; use --resume auto or a tag from "
+                             f"{sorted(p.name for p in self.directory.iterdir() if p.is_dir())}")
+        engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
+        path, client = engine.load_checkpoint(str(self.directory), tag=tag)
+        if path is None:
+            raise ValueError(f"DeepSpeed could not load checkpoint {folder}; is it complete?")
+        rng_file = folder / f"rng_rank{self.ctx.rank}.pt"
+        if not rng_file.is_file():
+            raise ValueError(f"{rng_file} is missing: the checkpoint was written by fewer ranks "
+                             f"than the {self.ctx.world_size} resuming now; resume with the same world size")
+        set_rng_state(torch.load(rng_file, weights_only=True), generator)
+        return client
+
+    def _prune(self, newest: str) -> None:
+        tags = sorted((p for p in self.directory.iterdir() if p.is_dir() and p.name != newest),
+                      key=lambda p: p.stat().st_mtime)
+        for old in tags[:max(0, len(tags) - (self.keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)

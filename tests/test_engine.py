@@ -1,0 +1,102 @@
+"""The engine in one process: run folder, TensorBoard, checkpoints, bitwise resume, NaN handling, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aadscale import config as C
+from aadscale.data import ensure_demo_data
+from aadscale.engine import Callback, NonFiniteLossError, fit
+from aadscale.engine import loop
+from aadscale.logging import read_events
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    return str(ensure_demo_data(tmp_path_factory.mktemp("data") / "demo"))
+
+
+def small_cfg(tmp_path, demo_root, *overrides):
+    return C.load_config("demo", [
+        f"data.root={demo_root}", f"log.dir={tmp_path}", "log.name=run", "data.batch_size=32",
+        "data.workers=0", "attack.steps=2", "train.max_steps=6", "eval.subset=64",
+        "eval.attacks=clean,pgd3", "eval.batch_size=64", "log.scalar_every=1", "log.image_every=3",
+        "train.checkpoint_every=3", "train.deterministic=true", *overrides])
+
+
+def test_fit_writes_the_run_folder(tmp_path, demo_root):
+    result = fit(small_cfg(tmp_path, demo_root))
+    run = tmp_path / "run"
+    assert result["step"] == 6 and result["run_dir"] == str(run)
+    assert (run / "config.yaml").is_file() and "git_commit" in (run / "config.yaml").read_text()
+    ev = (run / "eval.json").read_text()
+    assert '"pgd3"' in ev and '"clean"' in ev
+    exported = torch.load(run / "model.pt", weights_only=True)
+    assert exported["config"]["model"]["name"] == "resnet9_small"
+    assert (run / "checkpoints" / "latest").read_text() == "step6"
+    events = read_events(run / "tb")
+    scalars = events["scalars"]
+    for tag in ("train/loss", "train/cls", "train/rect", "train/pres", "train/acc_clean",
+                "train/acc_adv", "train/lr", "train/images_per_s", "train/data_wait_s", "eval/pgd3"):
+        assert tag in scalars, tag
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert events["images"].get("train/clean_adv_cam", 0) == 2
+    assert events["hparams"]
+
+
+class StopAt(Callback):
+    """Simulates a kill after a given optimiser step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, info):
+        if info.step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root):
+    unbroken = fit(small_cfg(tmp_path / "a", demo_root, "train.max_steps=7"))
+    cfg = small_cfg(tmp_path / "b", demo_root, "train.max_steps=7")
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, [StopAt(5)])  # killed mid-epoch, two steps after the checkpoint at step 3
+    with pytest.raises(ValueError, match="--resume auto"):
+        fit(cfg)  # a fresh start would clobber the interrupted run
+    resumed = fit(cfg, resume="auto")
+    assert resumed["step"] == unbroken["step"] == 7
+    a = torch.load(tmp_path / "a" / "run" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "run" / "model.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_a_loadable_checkpoint(tmp_path, demo_root, monkeypatch):
+    calls = {"n": 0}
+    real = loop.compute_loss
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(loop, "compute_loss", poisoned)
+    cfg = small_cfg(tmp_path, demo_root)
+    with pytest.raises(NonFiniteLossError, match="the loss became nan at step 5"):
+        fit(cfg)
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text() == "step4-before-nonfinite"
+    monkeypatch.setattr(loop, "compute_loss", real)
+    resumed = fit(small_cfg(tmp_path, demo_root), resume="auto")
+    assert resumed["step"] == 6
+
+
+def test_bad_data_and_class_count(tmp_path, demo_root):
+    with pytest.raises(ValueError, match="model.num_classes=7"):
+        fit(small_cfg(tmp_path, demo_root, "model.num_classes=7"))
+    with pytest.raises(ValueError):
+        fit(small_cfg(tmp_path, demo_root, "data.dataset=folder", f"data.root={tmp_path}/missing",
+                      "log.name=run2"))
+    with pytest.raises(ValueError, match="needs a folder"):
+        fit(small_cfg(tmp_path, demo_root, "data.dataset=imagenet", "data.root=", "log.name=run3"))
