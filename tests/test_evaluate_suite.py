@@ -1,0 +1,120 @@
+"""The evaluation suite: monotone PGD, APGD vs PGD, resume, masking check, checkpoints."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from aadscale import models
+from aadscale.config import Config, to_dict
+from aadscale.evaluate.apgd import apgd, checkpoints
+from aadscale.evaluate.checkpoint import load_model, parse_eps
+from aadscale.evaluate.suite import check_column, evaluate_suite, masking_check, select_subset
+
+EPS = 0.1
+PGD = ["pgd5", "pgd10", "pgd20"]
+
+
+@pytest.fixture(scope="module")
+def suite_run(digits_model, digits, tmp_path_factory):
+    """One evaluation of the trained digits model on 96 fixed test images."""
+    _, _, xte, yte = digits
+    out = tmp_path_factory.mktemp("suite")
+    report = evaluate_suite(digits_model, TensorDataset(xte, yte), out, eps=EPS,
+                            attacks=["clean", "fgsm"] + PGD, strong=["pgd20x2", "apgd20"],
+                            limit=96, seed=3, batch_size=32, progress=False, model_label="digits")
+    return report, out, TensorDataset(xte, yte)
+
+
+def test_pgd_does_not_weaken_with_steps_and_apgd_is_no_weaker(suite_run):
+    res = suite_run[0]["results"]
+    assert res["n"] == 96 and res["clean"] > 90
+    assert res["pgd20"] < res["clean"] - 10, "the attack should bite at eps=0.1"
+    # more steps never give higher accuracy (each step count starts from the same seeded point)
+    assert res["pgd5"] >= res["pgd10"] >= res["pgd20"]
+    # APGD-CE at the same budget finds at least as many errors; 1 image (1.04 points) of
+    # slack, since APGD and PGD explore different paths from different random starts
+    assert res["apgd20"] <= res["pgd20"] + 1.05
+
+
+def test_outputs_record_subset_seed_and_check(suite_run):
+    report, out, dataset = suite_run
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["indices"] == select_subset(len(dataset), 96, 3) == report["indices"]
+    assert saved["seed"] == 3 and saved["masking_check"]["run"]
+    md = (out / "results.md").read_text()
+    assert "| digits |" in md and "Strong attacks" in md
+
+
+def test_resume_skips_finished_batches_and_gives_the_same_table(suite_run, digits_model):
+    report, out, dataset = suite_run
+    log = out / "batches.rank0.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    log.write_text(lines[0] + "\n" + lines[2][: len(lines[2]) // 2])  # batch 1 lost, batch 2 torn
+    again = evaluate_suite(digits_model, dataset, out, eps=EPS, attacks=["clean", "fgsm"] + PGD,
+                           strong=["pgd20x2", "apgd20"], limit=96, seed=3, batch_size=32,
+                           progress=False, model_label="digits")
+    assert again["resumed_batches"] == 1
+    assert again["results"] == report["results"]
+    with pytest.raises(ValueError, match="eps"):
+        evaluate_suite(digits_model, dataset, out, eps=0.2, attacks=["clean", "fgsm"] + PGD,
+                       strong=["pgd20x2", "apgd20"], limit=96, seed=3, batch_size=32,
+                       progress=False, model_label="digits")
+
+
+def test_masking_check_warns_on_a_large_gap():
+    res = {"clean": 90.0, "pgd10": 40.0, "cw10": 45.0, "apgd100": 20.0}
+    check = masking_check(res, ["clean", "pgd10", "cw10"], ["apgd100"], threshold=5)
+    assert check["suspected"] and check["message"].startswith("WARNING")
+    assert check["gap"] == pytest.approx(20.0) and check["weakest_paper"] == "pgd10"
+    assert not masking_check({**res, "apgd100": 38.0}, ["pgd10"], ["apgd100"], 5)["suspected"]
+    assert not masking_check(res, ["clean"], ["apgd100"], 5)["run"]
+
+
+def test_apgd_checkpoints_and_projection(digits_model, digits):
+    assert checkpoints(100) == [22, 41, 58, 70, 80, 87, 93, 99]
+    _, _, xte, yte = digits
+    x, y = xte[:16], yte[:16]
+    x_adv = apgd(digits_model, x, y, eps=EPS, steps=10, loss="ce")
+    assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    x_dlr = apgd(digits_model, x, y, eps=EPS, steps=10, loss="dlr", restarts=2)
+    assert (x_dlr - x).abs().max() <= EPS + 1e-6
+    with pytest.raises(ValueError, match="loss"):
+        apgd(digits_model, x, y, eps=EPS, loss="hinge")
+
+
+def test_column_names():
+    assert check_column("APGD100") == "apgd100" and check_column("apgd_dlr50x2") == "apgd_dlr50x2"
+    assert check_column("a3pgd10") == "a3pgd10"
+    with pytest.raises(ValueError, match="apgd<steps>"):
+        check_column("apgd")
+    with pytest.raises(ValueError, match="not understood"):
+        check_column("pgdd10")
+
+
+def test_load_model_formats(tmp_path):
+    cfg = Config()
+    cfg.model.name, cfg.model.num_classes = "lenet_small", 10
+    cfg.model.in_channels = 1
+    net = models.build("lenet_small", 10, in_channels=1)
+    torch.save({"model": net.state_dict(), "config": to_dict(cfg)}, tmp_path / "export.pt")
+    loaded = load_model(tmp_path / "export.pt")
+    assert loaded.config.model.name == "lenet_small"
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), net.eval()(x))
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="--model NAME --num-classes K"):
+        load_model(tmp_path / "bare.pt")
+    assert load_model(tmp_path / "bare.pt", model_name="lenet_small", num_classes=10,
+                      in_channels=1).config is None
+    with pytest.raises(ValueError, match="does not fit"):
+        load_model(tmp_path / "bare.pt", model_name="lenet_small", num_classes=7, in_channels=1)
+    with pytest.raises(ValueError, match="exactly one"):
+        load_model(None)
+    assert parse_eps("8/255") == pytest.approx(8 / 255)
+    with pytest.raises(ValueError, match="not a number"):
+        parse_eps("eight")
