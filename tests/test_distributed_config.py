@@ -30,12 +30,13 @@ def test_indivisible_batch_names_the_fields():
         deepspeed_config(cfg_with("data.batch_size=10"), world_size=4)
 
 
-@pytest.mark.parametrize("precision,bf16,fp16", [("fp32", False, False), ("bf16", True, False),
-                                                 ("fp16", False, True)])
-def test_precision(precision, bf16, fp16):
+@pytest.mark.parametrize("precision,dtype", [("fp32", None), ("bf16", "bfloat16"), ("fp16", "float16")])
+def test_precision_is_autocast_with_float32_weights(precision, dtype):
     ds = deepspeed_config(cfg_with(f"train.precision={precision}"), world_size=1)
-    assert ds["bf16"]["enabled"] is bf16 and ds["fp16"]["enabled"] is fp16
-    assert ds["fp16"]["loss_scale"] == 0  # 0 = dynamic loss scaling
+    assert "bf16" not in ds and "fp16" not in ds  # native half modes would cast the weights
+    assert ds["torch_autocast"]["enabled"] is (dtype is not None)
+    if dtype:
+        assert ds["torch_autocast"]["dtype"] == dtype
 
 
 def test_gradient_clipping_only_when_set():
@@ -73,7 +74,8 @@ def test_user_config_fills_and_keeps_user_keys(tmp_path):
     ({"gradient_accumulation_steps": 4}, "train.grad_accum"),
     ({"train_micro_batch_size_per_gpu": 4}, "train_micro_batch_size_per_gpu"),
     ({"zero_optimization": {"stage": 3}}, "train.zero_stage"),
-    ({"bf16": {"enabled": True}}, "train.precision"),
+    ({"bf16": {"enabled": True}}, "train.precision=bf16"),
+    ({"fp16": {"enabled": True}}, "train.precision=fp16"),
 ])
 def test_user_config_inconsistent_with_typed_config(tmp_path, user, field):
     with pytest.raises(ValueError, match=field):

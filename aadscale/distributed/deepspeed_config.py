@@ -29,10 +29,12 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
         "gradient_accumulation_steps": accum,
         "zero_optimization": {"stage": cfg.train.zero_stage},
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": cfg.train.precision == "bf16"},
-        "fp16": {"enabled": cfg.train.precision == "fp16", "loss_scale": 0,
-                 "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2,
-                 "min_loss_scale": 1},
+        # weights stay float32 so that attacks and Grad-CAM can run in float32; the training
+        # forwards run under torch.autocast (the engine's step), which DeepSpeed knows about
+        # (loss scaling for fp16 without ZeRO)
+        "torch_autocast": {"enabled": cfg.train.precision != "fp32",
+                           "dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.train.precision,
+                                                                               "float32")},
         "steps_per_print": STEPS_PER_PRINT,
         "wall_clock_breakdown": False,
     }
@@ -73,10 +75,10 @@ def load_user_config(path: str | Path, cfg: Config, world_size: int) -> dict:
         raise ValueError(f"{path}: zero_optimization.stage={stage} disagrees with "
                          f"train.zero_stage={cfg.train.zero_stage}; make them equal")
     for mode in ("bf16", "fp16"):
-        enabled = user.get(mode, {}).get("enabled")
-        if enabled is not None and bool(enabled) != (cfg.train.precision == mode):
-            raise ValueError(f"{path}: {mode}.enabled={enabled} disagrees with "
-                             f"train.precision={cfg.train.precision!r}; make them agree")
+        if user.get(mode, {}).get("enabled"):
+            raise ValueError(f"{path}: {mode}.enabled=true would cast the weights to half precision "
+                             "and push the attacks out of float32; remove it and set "
+                             f"train.precision={mode} (autocast for the training forwards) instead")
     # one level deep: a user's "zero_optimization": {"offload_optimizer": ...} keeps the stage
     return {k: {**generated[k], **v} if isinstance(v, dict) and isinstance(generated.get(k), dict)
             else v for k, v in {**generated, **user}.items()}

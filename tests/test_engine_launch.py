@@ -1,0 +1,56 @@
+"""The launcher under the DeepSpeed launcher and torchrun with CPU ranks: sharded runs agree with one rank."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aadscale.data import ensure_demo_data
+from aadscale.logging import read_events
+from tests.dslaunch import ROOT, run_deepspeed, run_torchrun
+
+LAUNCHER = ROOT / "launchers" / "train_imagenet.py"
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return str(ensure_demo_data(tmp_path_factory.mktemp("data") / "demo"))
+
+
+def args(tmp_path, demo_root, name, *overrides):
+    # no BatchNorm and a deterministic attack, so that the global batch fully defines each step
+    return ["--preset", "demo", "--data", demo_root, "--name", name, f"log.dir={tmp_path}",
+            "model.name=lenet_small", "model.in_channels=3", "attack.name=step_ll", "attack.steps=1",
+            "data.batch_size=32", "data.workers=0", "train.max_steps=4", "log.scalar_every=1",
+            "log.image_every=0", "eval.subset=32", "eval.attacks=clean,fgsm", *overrides]
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_zero2_ranks_match_one_rank(tmp_path, demo_root):
+    check(run_deepspeed(LAUNCHER, args(tmp_path, demo_root, "one"), nprocs=1, timeout=400))
+    two = run_deepspeed(LAUNCHER, args(tmp_path, demo_root, "two", "train.zero_stage=2"), nprocs=2,
+                        timeout=400)
+    check(two)
+    assert "2 rank(s)" in two.stdout + two.stderr
+    one_loss = [v for _, v in read_events(tmp_path / "one" / "tb")["scalars"]["train/loss"]]
+    two_loss = [v for _, v in read_events(tmp_path / "two" / "tb")["scalars"]["train/loss"]]
+    assert len(one_loss) == len(two_loss) == 4
+    assert torch.allclose(torch.tensor(one_loss), torch.tensor(two_loss), rtol=1e-4, atol=1e-5), \
+        (one_loss, two_loss)
+    assert (tmp_path / "two" / "eval.json").is_file()
+
+
+@pytest.mark.slow
+def test_zero3_runs_the_aad_objective_under_torchrun(tmp_path, demo_root):
+    proc = run_torchrun(LAUNCHER, args(tmp_path, demo_root, "z3", "train.zero_stage=3",
+                                       "model.name=resnet9_small", "objective.name=alp+aad",
+                                       "attack.name=pgd", "attack.steps=2", "train.max_steps=2"),
+                        nprocs=2, timeout=400)
+    check(proc)
+    scalars = read_events(tmp_path / "z3" / "tb")["scalars"]
+    assert {"train/rect", "train/pres", "train/alp"} <= set(scalars)
+    exported = torch.load(tmp_path / "z3" / "model.pt", weights_only=True)["model"]
+    assert exported["net.layer3.0.0.weight"].shape == (128, 64, 3, 3)  # gathered, not a ZeRO-3 shard
