@@ -100,3 +100,16 @@ def test_bad_data_and_class_count(tmp_path, demo_root):
                       "log.name=run2"))
     with pytest.raises(ValueError, match="needs a folder"):
         fit(small_cfg(tmp_path, demo_root, "data.dataset=imagenet", "data.root=", "log.name=run3"))
+
+
+def test_evaluation_reads_the_same_subset_every_time(tmp_path, demo_root):
+    from aadscale import models
+    from aadscale.data import build_loader
+    from aadscale.distributed import init_distributed
+    cfg = small_cfg(tmp_path, demo_root, "eval.subset=48", "eval.batch_size=32", "eval.attacks=clean,fgsm")
+    val = build_loader(demo_root, "val", batch_size=32, image_size=32, dataset="demo", workers=0, train=False)
+    model = models.build("resnet9_small", 10)
+    ctx = init_distributed()
+    first = loop.evaluate(model, val, cfg, ctx)
+    assert first["n"] == 64  # two batches of 32 cover the subset of 48
+    assert loop.evaluate(model, val, cfg, ctx) == first

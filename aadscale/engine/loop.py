@@ -86,7 +86,7 @@ def build_data(cfg: Config, ctx: DistContext, root: str):
 def evaluate(model, val_loader, cfg: Config, ctx: DistContext) -> dict[str, float]:
     """Robust accuracy on a fixed subset of the validation split, summed over ranks."""
     per_rank = math.ceil(cfg.eval.subset / ctx.world_size / cfg.eval.batch_size)
-    val_loader.set_epoch(0)
+    val_loader.load_state_dict({"epoch": 0, "batch": 0})  # the same images every time
     local = robust_accuracy(model, val_loader, cfg.eval.attacks, eps=cfg.eval.eps,
                             progress=ctx.is_main, max_batches=per_rank)
     names = [k for k in local if k != "n"]

@@ -1,6 +1,7 @@
 """Robust accuracy over batches: the paper's Table 6 columns, accumulated, in float32."""
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -74,10 +75,9 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
     if max_batches is not None and total is not None:
         total = min(total, max_batches)
     with eval_mode(model):
-        bar = tqdm(batches, total=total, desc="robust eval", disable=not progress, leave=False)
-        for i, (x, y) in enumerate(bar):
-            if max_batches is not None and i >= max_batches:
-                break
+        bar = tqdm(itertools.islice(batches, max_batches), total=total, desc="robust eval",
+                   disable=not progress, leave=False)
+        for x, y in bar:
             x, y = x.to(device).float(), y.to(device)
             for spec in specs:
                 x_adv = run_spec(model, x, y, spec, eps, gamma)
