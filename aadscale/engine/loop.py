@@ -179,7 +179,7 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     def save(tag_name: str) -> Path:
         nonlocal saved_at
         saved_at = pos.step
-        client = {"position": vars(pos).copy(), "loader": train_loader.state_dict()}
+        client = {"position": vars(pos).copy(), "loader": train_loader.state_dict(), "config": to_dict(cfg)}
         folder = checkpointer.save(engine, tag_name, client, generator)
         for cb in callbacks:
             cb.on_checkpoint(StepInfo(pos.step, pos.epoch, dict(metrics), run.path, folder))
