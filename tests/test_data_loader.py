@@ -179,6 +179,10 @@ def test_corrupt_files_are_skipped_or_replaced_and_logged(greys, backend, caplog
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_folders_fail_early_with_the_path(tmp_path, backend):
+    with pytest.raises(ValueError, match="no data root"):
+        build_loader("", "train", backend=backend, dataset="imagenet", batch_size=4, image_size=16)
+    with pytest.raises(ValueError, match="val_resize=12 is smaller than image_size=16"):
+        load(tmp_path, backend=backend, val_resize=12)
     with pytest.raises(ValueError, match="does not exist"):
         load(tmp_path / "nowhere", backend=backend)
     with pytest.raises(ValueError, match=r"split 'train' not found.*train\.txt"):
@@ -213,8 +217,33 @@ def test_backend_choice_is_explicit(tmp_path):
     assert resolve_backend("auto", "imagenet") == ("dali-gpu" if torch.cuda.is_available() else "dali-cpu")
     with pytest.raises(ValueError, match="data.backend=torch"):
         resolve_backend("dali-cpu", "mnist")
+    solid(tmp_path / "train" / "a" / "0.JPEG", 100)
+    with pytest.raises(ValueError, match="'pad-crop' is not available with DALI"):
+        load(tmp_path, backend="dali-cpu", augment="pad-crop")
     with pytest.raises(ValueError, match="not one of"):
         resolve_backend("dali", "imagenet")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a CUDA GPU"):
             resolve_backend("dali-gpu", "imagenet")
+
+
+def test_torch_workers_do_not_change_the_batches(tmp_path):
+    write_photo_folder(tmp_path, classes=2, per_class=4, sizes=((60, 45), (45, 60)))
+    inline = list(load(tmp_path, augment="inception", seed=6))
+    parallel = list(load(tmp_path, augment="inception", seed=6, workers=2))
+    assert len(inline) == len(parallel) == 2
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, parallel))
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_dali_graph_places_outputs_on_the_requested_device(device):
+    # traced without running it: a GPU pipeline cannot run on this machine, its graph can be built
+    from nvidia.dali import Pipeline
+
+    from aadscale.data.dali import image_pipeline
+    with Pipeline(batch_size=2, num_threads=1, device_id=0 if device == "gpu" else None):
+        for train in (True, False):
+            outputs = image_pipeline.__wrapped__(["a.JPEG"], [0], shard_id=0, num_shards=1,
+                                                 device=device, train=train, augment="inception",
+                                                 size=8, resize=9)
+            assert [node.device for node in outputs] == [device, device]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import pickle
 
 import numpy as np
@@ -120,3 +121,23 @@ def test_pad_crop_shifts_by_at_most_four_and_flips():
         assert len(shifts) == 1
         flips += shifts[0][2]
     assert 30 < flips < 70
+
+
+def test_parallel_decode_check_drops_bad_files_and_caches(tmp_path, caplog):
+    from PIL import Image
+
+    from aadscale.data.scan import readable
+    from aadscale.data.sources import read_folder
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    for i in range(2001):  # above the size where the check runs in worker processes
+        Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(folder / f"{i:04d}.JPEG")
+    (folder / "zz.JPEG").write_bytes(b"<html>not found</html>")
+    samples = read_folder(tmp_path / "train")
+    kept = readable(samples, workers=2, cache_dir=tmp_path / "cache")
+    assert len(kept) == 2001 and str(folder / "zz.JPEG") not in kept.paths
+    assert len(list((tmp_path / "cache" / "scans").glob("*.json"))) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aadscale.data"):
+        assert readable(samples, workers=2, cache_dir=tmp_path / "cache").paths == kept.paths
+    assert "zz.JPEG" in caplog.text  # reported again from the cache

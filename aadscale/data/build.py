@@ -11,7 +11,7 @@ import torch
 
 from aadscale.data.arrays import read_cifar10, read_mnist
 from aadscale.data.augment import AUGMENTS, default_val_resize, train_transform, val_transform
-from aadscale.data.demo import ensure_demo_data
+from aadscale.data.demo import DEFAULT_DEMO_ROOT, ensure_demo_data
 from aadscale.data.loader import Loader
 from aadscale.data.sources import list_images
 from aadscale.data.torch_backend import ArrayDataset, FileDataset, TorchLoader
@@ -66,6 +66,10 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
         raise ValueError(f"need batch_size >= 1, image_size >= 1 and 0 <= rank < world_size; got "
                          f"batch_size={batch_size}, image_size={image_size}, rank={rank}, "
                          f"world_size={world_size}")
+    if not str(root):
+        if dataset != "demo":
+            raise ValueError(f"no data root given for dataset {dataset!r}; set data.root (--data)")
+        root = DEFAULT_DEMO_ROOT
     augment = augment or DEFAULT_AUGMENT[dataset]
     if augment not in AUGMENTS:
         raise ValueError(f"augment {augment!r} is not one of {AUGMENTS}")
@@ -89,10 +93,9 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
                                  num_classes=files.num_classes, **common)
         else:
             from aadscale.data.dali import DaliLoader
-            from aadscale.data.scan import readable
-            files = readable(files, workers=workers, cache_dir=Path(cache_dir) if cache_dir else None)
             loader = DaliLoader(files, device=name.removeprefix("dali-"), workers=workers,
                                 augment=augment, image_size=image_size, resize=resize,
+                                cache_dir=Path(cache_dir) if cache_dir else None,
                                 num_classes=files.num_classes, **common)
     log.info("data backend %s%s: %s split %r of %s, rank %d/%d, %d samples, %d batches of %d",
              name, " (auto)" if backend == "auto" else "", dataset, split, root, rank, world_size,

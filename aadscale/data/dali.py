@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from aadscale.data.augment import IMAGENET_AREA, IMAGENET_ASPECT
 from aadscale.data.loader import Batch, Loader
 from aadscale.data.sampler import mix_seed
+from aadscale.data.scan import readable
 from aadscale.data.sources import FileSamples
 
 from nvidia.dali import fn, pipeline_def, types
@@ -44,13 +46,17 @@ def image_pipeline(files: list[str], labels: list[int], *, shard_id: int, num_sh
 
 
 class DaliLoader(Loader):
-    """One DALI pipeline per pass over the rest of an epoch, fed this epoch's sample order."""
+    """One DALI pipeline per pass over the rest of an epoch, fed this epoch's sample order.
+
+    Files that do not decode are dropped first (``scan.readable``): DALI would stop on them.
+    """
 
     def __init__(self, samples: FileSamples, *, device: str, workers: int, augment: str,
-                 image_size: int, resize: int, **kwargs):
+                 image_size: int, resize: int, cache_dir: Path | None = None, **kwargs):
         if augment not in DALI_AUGMENTS:
             raise ValueError(f"augment={augment!r} is not available with DALI; use one of "
                              f"{DALI_AUGMENTS} or backend='torch'")
+        samples = readable(samples, workers=workers, cache_dir=cache_dir)
         super().__init__(size=len(samples), **kwargs)
         self.samples, self.device, self.workers = samples, device, workers
         self.augment, self.image_size, self.resize = augment, image_size, resize
@@ -59,7 +65,7 @@ class DaliLoader(Loader):
     def _batches(self) -> Iterator[Batch]:
         # The reader shards its list contiguously, so every rank passes the same list: the
         # remaining indices of rank 0, then rank 1, ... (equal lengths); shard r is then ours.
-        order = [i for rank in range(self.world_size) for i in self.remaining(rank)]
+        order = [i for shard in self.remaining() for i in shard]
         if not order:
             return
         pipe = image_pipeline(

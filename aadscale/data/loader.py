@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from aadscale.data.sampler import num_batches, shard_indices
+from aadscale.data.sampler import epoch_order, num_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -47,12 +47,12 @@ class Loader:
                              f"was it saved with another batch size or world size?")
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
 
-    def remaining(self, rank: int | None = None) -> list[int]:
-        """Sample indices ``rank`` (default: this one) still reads this epoch, in order."""
-        order = shard_indices(self.size, rank=self.rank if rank is None else rank,
-                              world_size=self.world_size, epoch=self._epoch, seed=self.seed,
-                              shuffle=self.train)
-        return order[self._batch * self.batch_size: len(self) * self.batch_size]
+    def remaining(self) -> list[list[int]]:
+        """For each rank, the sample indices it still reads this epoch, in order."""
+        order = epoch_order(self.size, world_size=self.world_size, epoch=self._epoch,
+                            seed=self.seed, shuffle=self.train)
+        start, stop = self._batch * self.batch_size, len(self) * self.batch_size
+        return [order[rank::self.world_size][start:stop] for rank in range(self.world_size)]
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self._batches():
@@ -61,5 +61,5 @@ class Loader:
         self._epoch, self._batch = self._epoch + 1, 0
 
     def _batches(self) -> Iterator[Batch]:
-        """The batches of ``remaining()`` (implemented by each backend)."""
+        """The batches of ``remaining()[self.rank]`` (implemented by each backend)."""
         raise NotImplementedError

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -41,8 +41,8 @@ def readable(samples: FileSamples, *, workers: int, cache_dir: Path | None = Non
     else:
         log.info("checking %d images for corrupt files (once; cached in %s)", len(samples), cache)
         if workers > 1 and len(samples) > 2000:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                errors = pool.map(decode_error, samples.paths, chunksize=256)
+            with ProcessPoolExecutor(workers) as pool:  # a worker that dies raises, never hangs
+                errors = list(pool.map(decode_error, samples.paths, chunksize=256))
         else:
             errors = [decode_error(p) for p in samples.paths]
         bad = {p: e for p, e in zip(samples.paths, errors) if e}

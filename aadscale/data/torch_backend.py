@@ -20,7 +20,7 @@ Transform = Callable[[object, torch.Generator], torch.Tensor]
 
 
 class FileDataset(Dataset):
-    """Decodes ``(index, seed)`` items; an unreadable file is replaced by the next readable one and logged."""
+    """Decodes ``(index, epoch seed)`` items; an unreadable file is replaced by the next readable one and logged."""
 
     def __init__(self, samples: FileSamples, transform: Transform):
         self.samples, self.transform = samples, transform
@@ -30,7 +30,8 @@ class FileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = item
+        index, epoch_seed = item
+        seed = mix_seed(epoch_seed, index)  # the sample's augmentation, whichever rank or worker reads it
         for offset in range(len(self.samples)):
             i = (index + offset) % len(self.samples)
             try:
@@ -48,7 +49,7 @@ class FileDataset(Dataset):
 
 
 class ArrayDataset(Dataset):
-    """``(index, seed)`` items of in-memory uint8 images (CIFAR-10, MNIST)."""
+    """``(index, epoch seed)`` items of in-memory uint8 images (CIFAR-10, MNIST)."""
 
     def __init__(self, samples: ArraySamples, transform: Transform):
         self.samples, self.transform = samples, transform
@@ -57,13 +58,14 @@ class ArrayDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = item
+        index, epoch_seed = item
+        seed = mix_seed(epoch_seed, index)
         image = torch.from_numpy(self.samples.images[index]).permute(2, 0, 1)
         return self.transform(image, torch.Generator().manual_seed(seed)), int(self.samples.labels[index])
 
 
 class TorchLoader(Loader):
-    """DataLoader over this rank's remaining indices; each sample's augmentation is seeded by (seed, epoch, index)."""
+    """DataLoader over this rank's remaining indices; augmentations are seeded by (seed, epoch, sample)."""
 
     backend = "torch"
 
@@ -72,7 +74,8 @@ class TorchLoader(Loader):
         self.dataset, self.workers = dataset, workers
 
     def _batches(self) -> Iterator[Batch]:
-        items = [(i, mix_seed(self.seed, self._epoch, i)) for i in self.remaining()]
+        epoch_seed = mix_seed(self.seed, self._epoch)
+        items = [(i, epoch_seed) for i in self.remaining()[self.rank]]
         if not items:
             return
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=items,
