@@ -1,0 +1,59 @@
+"""The adversarial half of a training step as one function: k-step PGD plus the Grad-CAMs of x and x_adv."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from aadscale.attacks.loop import eval_mode
+from aadscale.attacks.standard import ce_objective
+from aadscale.attacks.threat import LinfStep
+from aadscale.attention.gradcam import grad_cam
+
+
+class StepOutput(NamedTuple):
+    """The adversarial twin of the batch and the eval-mode Grad-CAMs [N, h, w] (None without cams)."""
+    x_adv: torch.Tensor
+    cam_clean: torch.Tensor | None
+    cam_adv: torch.Tensor | None
+
+
+def pgd_last(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
+             steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """PGD-k from a uniform random start, last iterate: ``attacks.pgd(keep_best=False)`` without its checks.
+
+    Eval mode and float32. No host synchronisation and no data-dependent Python branch, so
+    it runs eagerly, under ``torch.compile`` and inside a CUDA-graph capture alike.
+    """
+    x = x.detach().float()
+    with eval_mode(model), torch.autocast(x.device.type, enabled=False), torch.enable_grad():
+        threat = LinfStep(x, eps, alpha)
+        objective = ce_objective(model, y)
+        x_adv = threat.random_perturb(x, generator)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss, _ = objective(x_adv)
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            x_adv = threat.step(x_adv.detach(), grad)
+    return x_adv
+
+
+def clean_adv_cams(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                   layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode float32 Grad-CAMs of ``x`` and ``x_adv`` toward ``y`` (no graph kept)."""
+    with eval_mode(model), torch.autocast(x.device.type, enabled=False):
+        return grad_cam(model, x.detach().float(), y, layer), grad_cam(model, x_adv, y, layer)
+
+
+def pgd_with_cams(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
+                  steps: int, generator: torch.Generator | None = None, layer: str | None = None,
+                  cams: bool = True) -> StepOutput:
+    """The whole adversarial step: ``pgd_last`` then, if ``cams``, ``clean_adv_cams``.
+
+    Inputs are not validated here (validation syncs): ``AdversarialStep`` checks them.
+    """
+    x_adv = pgd_last(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator)
+    if not cams:
+        return StepOutput(x_adv, None, None)
+    return StepOutput(x_adv, *clean_adv_cams(model, x, x_adv, y, layer))
