@@ -19,30 +19,34 @@ PGD = ["pgd5", "pgd10", "pgd20"]
 
 @pytest.fixture(scope="module")
 def suite_run(digits_model, digits, tmp_path_factory):
-    """One evaluation of the trained digits model on 96 fixed test images."""
+    """One evaluation of the trained digits model on 64 fixed test images."""
     _, _, xte, yte = digits
     out = tmp_path_factory.mktemp("suite")
     report = evaluate_suite(digits_model, TensorDataset(xte, yte), out, eps=EPS,
                             attacks=["clean", "fgsm"] + PGD, strong=["pgd20x2", "apgd20"],
-                            limit=96, seed=3, batch_size=32, progress=False, model_label="digits")
+                            limit=64, seed=3, batch_size=32, progress=False, model_label="digits")
     return report, out, TensorDataset(xte, yte)
 
 
 def test_pgd_does_not_weaken_with_steps_and_apgd_is_no_weaker(suite_run):
     res = suite_run[0]["results"]
-    assert res["n"] == 96 and res["clean"] > 90
+    assert res["n"] == 64 and res["clean"] > 90
     assert res["pgd20"] < res["clean"] - 10, "the attack should bite at eps=0.1"
-    # more steps never give higher accuracy (each step count starts from the same seeded point)
-    assert res["pgd5"] >= res["pgd10"] >= res["pgd20"]
-    # APGD-CE at the same budget finds at least as many errors; 1 image (1.04 points) of
+    # More steps do not give higher accuracy. All step counts start from the same seeded
+    # points, but their step sizes differ (2.5 eps / k), so the paths are not nested and a
+    # single image may flip: one image (100/64 points) of slack between neighbours.
+    one = 100 / 64
+    assert res["pgd5"] + one >= res["pgd10"] and res["pgd10"] + one >= res["pgd20"]
+    assert res["pgd5"] >= res["pgd20"]
+    # APGD-CE at the same budget finds at least as many errors; 1 image (1.6 points) of
     # slack, since APGD and PGD explore different paths from different random starts
-    assert res["apgd20"] <= res["pgd20"] + 1.05
+    assert res["apgd20"] <= res["pgd20"] + 1.6
 
 
 def test_outputs_record_subset_seed_and_check(suite_run):
     report, out, dataset = suite_run
     saved = json.loads((out / "results.json").read_text())
-    assert saved["indices"] == select_subset(len(dataset), 96, 3) == report["indices"]
+    assert saved["indices"] == select_subset(len(dataset), 64, 3) == report["indices"]
     assert saved["seed"] == 3 and saved["masking_check"]["run"]
     md = (out / "results.md").read_text()
     assert "| digits |" in md and "Strong attacks" in md
@@ -52,16 +56,16 @@ def test_resume_skips_finished_batches_and_gives_the_same_table(suite_run, digit
     report, out, dataset = suite_run
     log = out / "batches.rank0.jsonl"
     lines = log.read_text().splitlines()
-    assert len(lines) == 3
-    log.write_text(lines[0] + "\n" + lines[2][: len(lines[2]) // 2])  # batch 1 lost, batch 2 torn
+    assert len(lines) == 2
+    log.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # batch 1 torn by a kill
     again = evaluate_suite(digits_model, dataset, out, eps=EPS, attacks=["clean", "fgsm"] + PGD,
-                           strong=["pgd20x2", "apgd20"], limit=96, seed=3, batch_size=32,
+                           strong=["pgd20x2", "apgd20"], limit=64, seed=3, batch_size=32,
                            progress=False, model_label="digits")
     assert again["resumed_batches"] == 1
     assert again["results"] == report["results"]
     with pytest.raises(ValueError, match="eps"):
         evaluate_suite(digits_model, dataset, out, eps=0.2, attacks=["clean", "fgsm"] + PGD,
-                       strong=["pgd20x2", "apgd20"], limit=96, seed=3, batch_size=32,
+                       strong=["pgd20x2", "apgd20"], limit=64, seed=3, batch_size=32,
                        progress=False, model_label="digits")
 
 
@@ -118,3 +122,35 @@ def test_load_model_formats(tmp_path):
     assert parse_eps("8/255") == pytest.approx(8 / 255)
     with pytest.raises(ValueError, match="not a number"):
         parse_eps("eight")
+
+
+def _rank_worker(rank: int, port: int, out: str, state: dict) -> None:
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model = models.build("lenet_small", 10, in_channels=1).eval()
+    model.load_state_dict(state)
+    x, y = torch.load(f"{out}/data.pt")
+    report = evaluate_suite(model, TensorDataset(x, y), out, eps=EPS, attacks=["clean", "pgd3"],
+                            strong=["apgd3"], limit=30, batch_size=8, progress=False)
+    torch.save(report["results"], f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes (gloo)
+def test_two_ranks_shard_batches_and_sum_counts(digits_model, digits, tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    _, _, xte, yte = digits
+    torch.save((xte[:40], yte[:40]), tmp_path / "data.pt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_worker, args=(port, str(tmp_path), digits_model.state_dict()), nprocs=2)
+    single = evaluate_suite(digits_model, TensorDataset(xte[:40], yte[:40]), tmp_path / "single",
+                            eps=EPS, attacks=["clean", "pgd3"], strong=["apgd3"], limit=30,
+                            batch_size=8, progress=False)["results"]
+    assert torch.load(tmp_path / "rank0.pt") == torch.load(tmp_path / "rank1.pt") == single
+    batches = [sorted(json.loads(line)["batch"] for line in (tmp_path / f"batches.rank{r}.jsonl").open())
+               for r in (0, 1)]
+    assert batches == [[0, 2], [1, 3]]

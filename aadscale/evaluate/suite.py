@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +47,12 @@ def attack_column(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str,
         return apgd(model, x, y, eps=eps, steps=int(m.group(2)), restarts=int(m.group(3) or 1),
                     loss=m.group(1) or "ce")
     return run_spec(model, x, y, parse_attack_name(name), eps, gamma)
+
+
+def column_seed(seed: int, batch: int, column: str) -> int:
+    """The random-start seed of one batch and column; the step count is left out, so that
+    pgd10, pgd20, ... start from the same points and differ only in their steps."""
+    return (seed * 1_000_003 + batch * 7919 + zlib.crc32(re.sub(r"\d+", "", column).encode())) % 2 ** 63
 
 
 def select_subset(total: int, limit: int | None, seed: int) -> list[int]:
@@ -140,9 +147,9 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
                    model_label: str = "", progress: bool = True) -> dict:
     """Accuracy (%) under every column on a fixed subset; results.json / results.md in ``out_dir``.
 
-    Batch b holds the subset's images b*batch_size ... and runs with its own seed
-    (``seed`` and b), so a batch gives the same numbers whichever rank or run computes
-    it. Each finished batch is appended to ``batches.rank<r>.jsonl``; a rerun skips the
+    Batch b holds the subset's images b*batch_size ... and each column runs with its own
+    seed (``column_seed``), so a batch gives the same numbers whichever rank or run
+    computes it. Each finished batch is appended to ``batches.rank<r>.jsonl``; a rerun skips the
     batches found there. Under torch.distributed, rank r takes the batches b with
     b % world == r and the counts are summed with all_reduce. (Resuming with another
     world size needs the folder shared by all ranks.)
@@ -179,8 +186,8 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
             x, y = x.to(device).float(), y.to(device)
             correct = {}
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed * 1_000_003 + b)
                 for c in columns:
+                    torch.manual_seed(column_seed(seed, b, c))
                     x_adv = attack_column(model, x, y, c, eps, gamma)
                     with torch.no_grad(), torch.autocast(device.type, enabled=False):
                         correct[c] = int((model(x_adv).argmax(1) == y).sum())
