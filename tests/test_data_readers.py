@@ -11,7 +11,7 @@ import torch
 
 from aadscale.data import build_loader
 from aadscale.data.augment import inception_box, train_transform
-from aadscale.data.sampler import num_batches, shard_indices
+from aadscale.data.sampler import epoch_order, num_batches
 
 
 def write_cifar10(folder, per_batch=3, test=4):
@@ -40,9 +40,10 @@ def test_cifar10_reads_the_pickle_batches(tmp_path):
     val = build_loader(tmp_path, "test", dataset="cifar10", batch_size=4, image_size=32, workers=0)
     images, labels = next(iter(val))
     data, expected = batches["test_batch"]
+    order = epoch_order(4, world_size=1, epoch=0, seed=0)  # validation's fixed permutation
     assert val.num_classes == 10 and val.backend == "torch"
-    assert torch.equal(images, torch.from_numpy(data).view(-1, 3, 32, 32).float() / 255)
-    assert labels.tolist() == expected
+    assert torch.equal(images, torch.from_numpy(data[order]).view(-1, 3, 32, 32).float() / 255)
+    assert labels.tolist() == [expected[i] for i in order]
     train = build_loader(tmp_path, "train", dataset="cifar10", batch_size=5, image_size=32, workers=0)
     assert train.num_samples == 15 and len(train) == 3
     assert all(x.shape == (5, 3, 32, 32) for x, _ in train)
@@ -65,9 +66,10 @@ def test_mnist_reads_idx_files_as_one_channel(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, gz=False)
     loader = build_loader(tmp_path, "val", dataset="mnist", batch_size=6, image_size=28, workers=0)
     x, y = next(iter(loader))
+    order = epoch_order(6, world_size=1, epoch=0, seed=0)
     assert x.shape == (6, 1, 28, 28)
-    assert torch.equal(x, torch.from_numpy(images).float().unsqueeze(1) / 255)
-    assert y.tolist() == labels.tolist()
+    assert torch.equal(x, torch.from_numpy(images[order]).float().unsqueeze(1) / 255)
+    assert y.tolist() == labels[order].tolist()
     with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
         build_loader(tmp_path, "train", dataset="mnist", batch_size=6, image_size=28)
 
@@ -85,12 +87,14 @@ def test_mnist_training_does_not_flip_digits(tmp_path):
 
 
 def test_shards_pad_like_distributed_sampler():
-    shards = [shard_indices(23, rank=r, world_size=2, epoch=3, seed=0, shuffle=True) for r in range(2)]
+    order = epoch_order(23, world_size=2, epoch=3, seed=0)
+    shards = [order[r::2] for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 12
     assert set(shards[0]) | set(shards[1]) == set(range(23))
     assert len(set(shards[0]) & set(shards[1])) == 1  # one sample read twice to even out
-    assert shard_indices(5, rank=0, world_size=1, epoch=0, seed=0, shuffle=False) == [0, 1, 2, 3, 4]
-    assert shard_indices(2, rank=2, world_size=4, epoch=0, seed=0, shuffle=False) == [0]
+    assert order == epoch_order(23, world_size=2, epoch=3, seed=0)
+    assert order != epoch_order(23, world_size=2, epoch=4, seed=0)
+    assert sorted(epoch_order(2, world_size=4, epoch=0, seed=0)) == [0, 0, 1, 1]
     assert (num_batches(12, 5, drop_last=True), num_batches(12, 5, drop_last=False)) == (2, 3)
 
 

@@ -56,7 +56,8 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     """Batches of ``(images float32 [0, 1] NCHW, labels int64)`` of ``split`` for ``rank`` of ``world_size``.
 
     ``batch_size`` is per rank. ``train`` (default: split starts with 'train') shuffles from
-    seed + epoch, augments and drops the last partial batch. ``augment`` defaults per dataset
+    seed + epoch, augments and drops the last partial batch; validation reads one fixed
+    permutation (from seed) and keeps the last partial batch. ``augment`` defaults per dataset
     (inception for imagenet/folder, pad-crop for cifar10, none for mnist and demo).
     ``cache_dir`` holds the DALI backends' list of corrupt files (default $AADSCALE_CACHE).
     """
@@ -78,9 +79,9 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     if resize < image_size:
         raise ValueError(f"val_resize={resize} is smaller than image_size={image_size}; the centre "
                          f"crop needs val_resize >= image_size (0 picks a default)")
-    transform = (functools.partial(train_transform, augment=augment, size=image_size) if train
-                 else functools.partial(val_transform, resize=resize, size=image_size))
     name = resolve_backend(backend, dataset)
+    transform = (functools.partial(train_transform, augment=augment, size=image_size) if train
+                 else functools.partial(val_transform, resize=resize, size=image_size))  # torch backend
     common = dict(batch_size=batch_size, rank=rank, world_size=world_size, train=train, seed=seed)
     if dataset in ARRAY_READERS:
         samples = ARRAY_READERS[dataset](root, split)

@@ -5,15 +5,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from aadscale.data.augment import IMAGENET_AREA, IMAGENET_ASPECT
 from aadscale.data.loader import Batch, Loader
 from aadscale.data.sampler import mix_seed
 from aadscale.data.scan import readable
 from aadscale.data.sources import FileSamples
-
-from nvidia.dali import fn, pipeline_def, types
-from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 DALI_AUGMENTS = ("inception", "none")
 

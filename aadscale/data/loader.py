@@ -49,8 +49,9 @@ class Loader:
 
     def remaining(self) -> list[list[int]]:
         """For each rank, the sample indices it still reads this epoch, in order."""
-        order = epoch_order(self.size, world_size=self.world_size, epoch=self._epoch,
-                            seed=self.seed, shuffle=self.train)
+        # validation reads one fixed permutation: any prefix of it is a class-mixed subset
+        order = epoch_order(self.size, world_size=self.world_size,
+                            epoch=self._epoch if self.train else 0, seed=self.seed)
         start, stop = self._batch * self.batch_size, len(self) * self.batch_size
         return [order[rank::self.world_size][start:stop] for rank in range(self.world_size)]
 

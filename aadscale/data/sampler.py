@@ -7,20 +7,11 @@ import numpy as np
 import torch
 
 
-def epoch_order(n: int, *, world_size: int, epoch: int, seed: int, shuffle: bool) -> list[int]:
-    """One permutation of n samples (seeded by seed + epoch) padded by wrapping to a multiple of world_size."""
-    if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    else:
-        order = list(range(n))
+def epoch_order(n: int, *, world_size: int, epoch: int, seed: int) -> list[int]:
+    """A permutation of n samples (seeded by seed + epoch) padded by wrapping to a multiple of world_size."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
     total = math.ceil(n / world_size) * world_size
     return (order * math.ceil(total / n))[:total]
-
-
-def shard_indices(n: int, *, rank: int, world_size: int, epoch: int, seed: int,
-                  shuffle: bool) -> list[int]:
-    """This rank's sample order: every world_size-th sample of ``epoch_order`` from ``rank``."""
-    return epoch_order(n, world_size=world_size, epoch=epoch, seed=seed, shuffle=shuffle)[rank::world_size]
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
