@@ -50,7 +50,7 @@ def main() -> None:
         root = Path(tmp)
         for split in ("train", "val"):
             write_photo_folder(root, split=split, classes=8, per_class=args.images // 8,
-                               seed=split == "val")
+                               seed=0 if split == "train" else 1)
         print(f"{args.images} JPEGs per split (500x375, 375x500, 500x333, 500x500, 333x500), "
               f"batch {args.batch_size}, {args.image_size} px, {args.workers} workers/threads, "
               f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}")

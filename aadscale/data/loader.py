@@ -19,7 +19,7 @@ class Loader:
     ``load_state_dict``). ``state_dict()["batch"]`` counts batches already handed out.
     """
 
-    backend = "none"
+    backend: str  # the backend that runs, set by each subclass
 
     def __init__(self, *, size: int, batch_size: int, rank: int, world_size: int, train: bool,
                  seed: int, num_classes: int):
