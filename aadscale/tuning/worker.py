@@ -1,0 +1,134 @@
+"""What each Ray Train worker of a trial runs: ``fit(cfg)`` reporting every epoch with a Ray checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from aadscale.config import from_dict
+from aadscale.engine import Callback, StepInfo, fit
+from aadscale.tuning.space import objective_metrics
+
+ENGINE_JSON = "aadscale_checkpoint.json"
+_RANK_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")
+
+
+def files_of_rank(names: Sequence[str], rank: int) -> list[str]:
+    """The files of a checkpoint folder that ``rank`` wrote (its ZeRO shards and RNG; rank 0 the rest)."""
+    out = []
+    for name in names:
+        m = _RANK_FILE.search(name)
+        if (int(m.group(1)) if m else 0) == rank:
+            out.append(name)
+    return sorted(out)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem: copy instead
+        shutil.copy2(src, dst)
+
+
+def stage_checkpoint(folder: Path, rank: int, meta: dict) -> Path:
+    """A temporary folder holding this rank's files of the engine checkpoint ``folder`` (plus meta on rank 0).
+
+    Every rank reports its own part; Ray Train merges the parts into one checkpoint in storage,
+    so ranks on machines without a shared disk still produce a complete checkpoint.
+    """
+    staged = Path(tempfile.mkdtemp(prefix="aadscale-ckpt-"))
+    for name in files_of_rank([p.name for p in folder.iterdir() if p.is_file()], rank):
+        _link_or_copy(folder / name, staged / name)
+    if rank == 0:
+        (staged / ENGINE_JSON).write_text(json.dumps(meta))
+    return staged
+
+
+def restore_tag(source: Path, checkpoints: Path, key: str) -> str:
+    """Make the Ray checkpoint folder ``source`` a tag under the run's ``checkpoints/``; return the tag.
+
+    When it is this run's own checkpoint and the tag is still on disk, nothing is copied.
+    Otherwise the files go to ``ray-<hash of key>``, each written under a temporary name
+    and renamed, so ranks sharing a disk may copy the same files at once.
+    """
+    meta = json.loads((source / ENGINE_JSON).read_text())
+    own = checkpoints / meta["tag"]
+    if Path(meta["run_dir"]).resolve() == checkpoints.parent.resolve() and own.is_dir():
+        return meta["tag"]
+    tag = "ray-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    target = checkpoints / tag
+    target.mkdir(parents=True, exist_ok=True)
+    for src in source.iterdir():
+        dst = target / src.name
+        if src.name == ENGINE_JSON or (dst.is_file() and dst.stat().st_size == src.stat().st_size):
+            continue
+        tmp = target / f".{src.name}.{os.getpid()}.tmp"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    return tag
+
+
+class EpochReporter(Callback):
+    """Reports metrics and a Ray checkpoint of the engine's checkpoint after every epoch, and at the end."""
+
+    def __init__(self, rank: int, weights: dict[str, float], eval_every: int, epochs: int) -> None:
+        self.rank, self.weights = rank, weights
+        self.eval_every, self.epochs = eval_every, epochs
+        self.latest: StepInfo | None = None
+        self.reported: Path | None = None
+
+    def on_checkpoint(self, info: StepInfo) -> None:
+        self.latest = info
+
+    def on_epoch_end(self, info: StepInfo) -> None:
+        fresh = self.eval_every and info.epoch % self.eval_every == 0 and info.epoch < self.epochs
+        metrics = info.metrics if fresh else {k: v for k, v in info.metrics.items() if not k.startswith("eval/")}
+        self.report(info.step, info.epoch, metrics)  # the engine evaluated this epoch only when fresh
+
+    def finish(self, result: dict) -> None:
+        """The last report: the final evaluation, with the final checkpoint if it is new."""
+        accuracy = {f"eval/{k}": v for k, v in result["eval"].items()}
+        self.report(result["step"], result["epoch"], {**result["train"], **accuracy}, final=True)
+
+    def report(self, step: int, epoch: int, metrics: dict, final: bool = False) -> None:
+        """Every rank calls this (Ray Train waits for all of them); rank 0's metrics reach Tune."""
+        import ray.train
+        accuracy = {k[5:]: v for k, v in metrics.items() if k.startswith("eval/")}
+        out = {"step": step, "epoch": epoch, "final": int(final),
+               **{f"train/{k}": float(v) for k, v in metrics.items()
+                  if not k.startswith("eval/") and isinstance(v, (int, float))},
+               **(objective_metrics(accuracy, self.weights) if accuracy else {})}
+        info = self.latest
+        if info is None or info.checkpoint == self.reported:
+            ray.train.report(out)
+            return
+        meta = {"tag": info.checkpoint.name, "run_dir": str(info.run_dir), "step": info.step}
+        staged = stage_checkpoint(info.checkpoint, self.rank, meta)
+        try:
+            ray.train.report(out, checkpoint=ray.train.Checkpoint.from_directory(str(staged)))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        self.reported = info.checkpoint
+
+
+def train_worker(loop_config: dict) -> None:
+    """The Ray Train loop of one trial: restore the newest Ray checkpoint if any, then ``fit``."""
+    import ray.train
+    cfg = from_dict(loop_config["config"])
+    rank = ray.train.get_context().get_world_rank()
+    checkpoints = Path(cfg.log.dir) / cfg.log.name / "checkpoints"
+    resume = "auto"  # no Ray checkpoint: continue whatever this run folder already holds
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train retries this trial's workers
+    if checkpoint is None and loop_config.get("restore_from"):  # a Tune restart, or PBT's donor
+        checkpoint = ray.train.Checkpoint(loop_config["restore_from"])
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = restore_tag(Path(folder), checkpoints, checkpoint.path)
+    reporter = EpochReporter(rank, loop_config.get("weights") or {}, cfg.eval.every_epochs, cfg.train.epochs)
+    result = fit(cfg, [reporter, *loop_config.get("callbacks", ())], resume=resume)
+    reporter.finish(result)
