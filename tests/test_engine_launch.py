@@ -44,13 +44,24 @@ def test_two_zero2_ranks_match_one_rank(tmp_path, demo_root):
 
 
 @pytest.mark.slow
-def test_zero3_runs_the_aad_objective_under_torchrun(tmp_path, demo_root):
-    proc = run_torchrun(LAUNCHER, args(tmp_path, demo_root, "z3", "train.zero_stage=3",
-                                       "model.name=resnet9_small", "objective.name=alp+aad",
-                                       "attack.name=pgd", "attack.steps=2", "train.max_steps=2"),
-                        nprocs=2, timeout=400)
+def test_zero3_runs_the_aad_objective_on_dali_cpu(tmp_path, demo_root):
+    proc = run_deepspeed(LAUNCHER, args(tmp_path, demo_root, "z3", "train.zero_stage=3",
+                                        "model.name=resnet9_small", "objective.name=alp+aad",
+                                        "attack.name=pgd", "attack.steps=2", "train.max_steps=2",
+                                        "data.backend=dali-cpu"),
+                         nprocs=2, timeout=400)
     check(proc)
+    assert "data backend dali-cpu" in proc.stdout + proc.stderr
     scalars = read_events(tmp_path / "z3" / "tb")["scalars"]
     assert {"train/rect", "train/pres", "train/alp"} <= set(scalars)
     exported = torch.load(tmp_path / "z3" / "model.pt", weights_only=True)["model"]
     assert exported["net.layer3.0.0.weight"].shape == (128, 64, 3, 3)  # gathered, not a ZeRO-3 shard
+
+
+@pytest.mark.slow
+def test_torchrun_launch(tmp_path, demo_root):
+    proc = run_torchrun(LAUNCHER, args(tmp_path, demo_root, "tr", "train.zero_stage=1",
+                                       "train.max_steps=2"), nprocs=2, timeout=400)
+    check(proc)
+    assert "2 rank(s)" in proc.stdout + proc.stderr
+    assert len(read_events(tmp_path / "tr" / "tb")["scalars"]["train/loss"]) == 2
