@@ -1,11 +1,11 @@
 """Capture ``fn(x, y, generator)`` once as a CUDA graph with static buffers, then replay it."""
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable
 
 import torch
 
-Outputs = NamedTuple  # fn returns a NamedTuple of tensors (or None entries)
+Outputs = Any  # what fn returns: a NamedTuple of tensors (or None entries)
 
 
 def _clone(out: Outputs) -> Outputs:

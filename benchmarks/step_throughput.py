@@ -1,0 +1,163 @@
+"""Images/s of the plain, Madry (PGD-k) and AAD training steps and of the fused adversarial step, per mode.
+
+    .venv/bin/python benchmarks/step_throughput.py --model resnet9_small --image-size 32 --batch 32
+    .venv/bin/python benchmarks/step_throughput.py --model resnet50 --image-size 224 \
+        --batch 32 64 128 --precision bf16            # on a GPU: eager, compile, graph
+
+Each step is compared with its floor: model FLOPs per image (FlopCounterMode) x passes per
+step / the device's measured matmul rate. Passes are counted in forward costs: an attack
+step (forward + input gradient) is 2, a training forward + backward is 3, a Grad-CAM
+(forward + gradient to the layer) is 2. The attack runs in float32 (as in the engine), the
+training part in ``--precision``. The optimiser is plain SGD (no DeepSpeed).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from aadscale import models
+from aadscale.engine.step import AUTOCAST, compute_loss
+from aadscale.fused import AdversarialStep
+from aadscale.objectives import build_objective
+
+EPS = 8 / 255
+# step kind -> (objective, attack forward-costs per PGD step, fixed attack costs, training costs)
+KINDS = {
+    "plain": ("plain", 0, 0, 3),
+    "madry": ("madry", 2, 0, 3),
+    "madry+aad": ("madry+aad", 2, 0, 12),  # clean, adv and two masked forwards, each + backward
+    "attack+cams": (None, 2, 4, 0),  # the fused step alone: PGD-k and two Grad-CAMs
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 5) -> float:
+    """Measured FLOP/s of an n x n x n matmul (best of ``repeats``)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def flops_per_image(model: torch.nn.Module, size: int, device: torch.device) -> float:
+    """Forward FLOPs of one image (counted on a batch of 2, halved)."""
+    x = torch.rand(2, model.in_channels, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def passes(kind: str, steps: int) -> tuple[int, int]:
+    """(float32 attack forward-costs, training forward-costs) of one step."""
+    _, per_step, fixed, train = KINDS[kind]
+    return per_step * steps + fixed if per_step else 0, train
+
+
+def make_step(kind: str, model, attack: AdversarialStep | None, precision: str, lr: float = 0.01
+              ) -> Callable[[torch.Tensor, torch.Tensor, torch.Generator], None]:
+    """One step of ``kind`` as a closure (attack, loss, backward, SGD update)."""
+    if kind == "attack+cams":
+        return lambda x, y, g: attack(x, y, g)
+    objective = build_objective(KINDS[kind][0])
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+    def step(x, y, g):
+        model.train()
+        x_adv = attack(x, y, g).x_adv if attack is not None else None
+        out = compute_loss(model, objective, x, y, x_adv, precision)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+    return step
+
+
+def seconds_per_step(step, x, y, g, warmup: int, iters: int, device: torch.device) -> float:
+    """Median wall time of one step after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step(x, y, g)
+    times = []
+    for _ in range(iters):
+        sync(device)
+        start = time.perf_counter()
+        step(x, y, g)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet9_small")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch", type=int, nargs="+", default=[32])
+    parser.add_argument("--steps", type=int, default=3, help="PGD steps k")
+    parser.add_argument("--precision", default="fp32", choices=sorted(AUTOCAST))
+    parser.add_argument("--modes", nargs="+", default=None,
+                        help="default: eager compile, plus graph on CUDA")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--matmul-size", type=int, default=0, help="default 2048 on CPU, 8192 on CUDA")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = leave as is")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    modes = args.modes or (["eager", "compile", "graph"] if device.type == "cuda" else ["eager", "compile"])
+    torch.manual_seed(0)
+    model = models.build(args.model, 10).to(device)
+    flops = flops_per_image(model, args.image_size, device)
+    n = args.matmul_size or (8192 if device.type == "cuda" else 2048)
+    rate32 = matmul_rate(device, torch.float32, n)
+    rate_train = rate32 if args.precision == "fp32" else matmul_rate(device, AUTOCAST[args.precision], n)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
+    print(f"{args.model} {args.image_size} px, PGD-{args.steps}, training in {args.precision} "
+          f"(attack float32), {name}, torch {torch.__version__}")
+    print(f"forward {flops / 1e9:.3f} GFLOP/image; matmul {n}^3: {rate32 / 1e12:.3f} TFLOP/s float32"
+          + (f", {rate_train / 1e12:.3f} TFLOP/s {args.precision}" if args.precision != "fp32" else ""))
+    print("| batch | step | mode | passes (attack + train) | ms/step | images/s | floor images/s "
+          "| % of floor | cost / plain (predicted) | vs eager |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for batch in args.batch:
+        x = torch.rand(batch, model.in_channels, args.image_size, args.image_size, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        plain_s, eager_s = None, {}
+        for kind in args.kinds:
+            attack_passes, train_passes = passes(kind, args.steps)
+            floor_s = batch * flops * (attack_passes / rate32 + train_passes / rate_train)
+            for mode in (["-"] if kind == "plain" else modes):
+                attack = None if kind == "plain" else AdversarialStep(
+                    model, eps=EPS, steps=args.steps, mode=mode, cams=kind == "attack+cams")
+                g = torch.Generator(device=device).manual_seed(0)
+                s = seconds_per_step(make_step(kind, model, attack, args.precision), x, y, g,
+                                     args.warmup, args.iters, device)
+                plain_s = s if kind == "plain" else plain_s
+                eager_s.setdefault(kind, s)
+                ratio = (f"{s / plain_s:.2f} ({(attack_passes + train_passes) / 3:.2f})"
+                         if plain_s and kind != "plain" else "1.00 (1.00)" if kind == "plain" else "-")
+                print(f"| {batch} | {kind} | {mode} | {attack_passes} + {train_passes} | {1000 * s:.1f} "
+                      f"| {batch / s:.1f} | {batch / floor_s:.1f} | {100 * floor_s / s:.0f} % | {ratio} "
+                      f"| {eager_s[kind] / s:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
