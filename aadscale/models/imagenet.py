@@ -15,22 +15,23 @@ def _with_dropout(fc: nn.Linear, num_classes: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Dropout(dropout), head) if dropout > 0 else head
 
 
-@register_model
-def resnet50(num_classes: int, in_channels: int = 3, dropout: float = 0.0, weights: str | None = None):
-    """ResNet-50, attention layer ``layer4`` (the paper's ImageNet model)."""
-    net = torchvision.models.resnet50(weights=weights)
+def _resnet(arch: str, num_classes: int, dropout: float, weights: str | None):
+    net = getattr(torchvision.models, arch)(weights=weights)
     if num_classes != 1000 or dropout > 0:
         net.fc = _with_dropout(net.fc, num_classes, dropout)
     return net, "layer4"
+
+
+@register_model
+def resnet50(num_classes: int, in_channels: int = 3, dropout: float = 0.0, weights: str | None = None):
+    """ResNet-50, attention layer ``layer4`` (the paper's ImageNet model)."""
+    return _resnet("resnet50", num_classes, dropout, weights)
 
 
 @register_model
 def resnet18(num_classes: int, in_channels: int = 3, dropout: float = 0.0, weights: str | None = None):
     """ResNet-18, attention layer ``layer4``: a cheaper ImageNet-shaped model for tests."""
-    net = torchvision.models.resnet18(weights=weights)
-    if num_classes != 1000 or dropout > 0:
-        net.fc = _with_dropout(net.fc, num_classes, dropout)
-    return net, "layer4"
+    return _resnet("resnet18", num_classes, dropout, weights)
 
 
 @register_model
