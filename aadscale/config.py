@@ -95,7 +95,9 @@ class TrainConfig:
     checkpoint_every: int = _opt(0, min=0, doc="steps between checkpoints; 0 = only at epoch ends")
     keep_checkpoints: int = _opt(2, min=1)
     deterministic: bool = _opt(False)
-    fail_on_nan: bool = _opt(True)
+    step_mode: str = _opt("eager", choices=("eager", "graph", "compile", "auto"),
+                          doc="training attack: eager, CUDA graph, torch.compile, or auto "
+                              "(graph on CUDA, eager elsewhere)")
 
 
 @dataclass

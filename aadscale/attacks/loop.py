@@ -53,6 +53,23 @@ def _better(fooled: torch.Tensor, loss: torch.Tensor, best_fooled: torch.Tensor,
     return (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
 
 
+def ascend(objective: AttackObjective, threat: LinfStep, x_adv: torch.Tensor, steps: int,
+           on_iterate: Callable | None = None) -> torch.Tensor:
+    """``steps`` signed-gradient ascent steps on ``objective`` from ``x_adv``, each projected.
+
+    No host synchronisation, so it also runs under torch.compile and CUDA-graph capture;
+    ``on_iterate(x, loss, logits)`` sees every iterate before its step.
+    """
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss, logits = objective(x_adv)
+        if on_iterate is not None:
+            on_iterate(x_adv.detach(), loss, logits)
+        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        x_adv = threat.step(x_adv.detach(), grad)
+    return x_adv
+
+
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: AttackObjective, *,
                eps: float, alpha: float | None, steps: int, random_start: bool, restarts: int,
                keep_best: bool, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -87,13 +104,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: At
 
         for _ in range(restarts):
             x_adv = threat.random_perturb(x, generator) if random_start else x.clone()
-            for _ in range(steps):
-                x_adv.requires_grad_(True)
-                loss, logits = objective(x_adv)
-                if keep_best:
-                    consider(x_adv.detach(), loss, logits)
-                (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-                x_adv = threat.step(x_adv.detach(), grad)
+            x_adv = ascend(objective, threat, x_adv, steps, consider if keep_best else None)
             if not track:
                 return x_adv.detach()
             x_adv.requires_grad_(True)  # Grad-CAM objectives need a graph even to evaluate

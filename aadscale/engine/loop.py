@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from aadscale import models
+from aadscale.attacks import eval_mode
 from aadscale.attention import grad_cam
 from aadscale.config import Config, to_dict
 from aadscale.data import DEFAULT_DEMO_ROOT, build_loader, ensure_demo_data
@@ -24,6 +25,7 @@ from aadscale.engine.checkpoint import Checkpointer, atomic_torch_save
 from aadscale.engine.optim import build_optimizer, build_scheduler
 from aadscale.engine.step import compute_loss, training_attack
 from aadscale.evaluate import robust_accuracy
+from aadscale.fused import from_attack_config
 from aadscale.logging import Progress, RunFolder, TBLogger, cam_grid, default_run_name, flatten
 from aadscale.objectives import build_objective
 
@@ -169,6 +171,7 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                                 theta=cfg.objective.theta if cfg.objective.theta == "mean"
                                 else float(cfg.objective.theta))
     net = engine.module  # attacks and Grad-CAM call the module, not the engine (FINDINGS: ZeRO hooks)
+    attack_step = from_attack_config(net, cfg.attack, mode=cfg.train.step_mode)
     max_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
     tb = TBLogger(run.tb, enabled=ctx.is_main)
     bar = Progress(total=max_steps, initial=pos.step, enabled=ctx.is_main, desc=name,
@@ -193,7 +196,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                 t_step = time.perf_counter()
                 net.train()
-                x_adv = training_attack(net, x, y, cfg.attack, generator)
+                x_adv = (attack_step(x, y, generator).x_adv if attack_step is not None
+                         else training_attack(net, x, y, cfg.attack, generator))
                 out = compute_loss(net, objective, x, y, x_adv, cfg.train.precision)
                 bad = torch.tensor([0.0 if torch.isfinite(out["loss"]) else 1.0])
                 if all_reduce_sum(bad).item() > 0:  # every rank stops together, weights untouched
@@ -220,9 +224,9 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                 if ctx.is_main and cfg.log.image_every and x_adv is not None \
                         and pos.step % cfg.log.image_every == 0:
                     n = min(8, x.shape[0])
-                    tb.image_grid("train/clean_adv_cam", cam_grid(
-                        x[:n], x_adv[:n], grad_cam(net, x[:n], y[:n]), grad_cam(net, x_adv[:n], y[:n])),
-                        pos.step)
+                    with eval_mode(net):  # a logging pass must not move BatchNorm statistics
+                        cams = grad_cam(net, x[:n], y[:n]), grad_cam(net, x_adv[:n], y[:n])
+                    tb.image_grid("train/clean_adv_cam", cam_grid(x[:n], x_adv[:n], *cams), pos.step)
                 if cfg.train.checkpoint_every and pos.step % cfg.train.checkpoint_every == 0:
                     save(f"step{pos.step}")
                 for cb in callbacks:

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import eval_mode
+from aadscale.attacks.loop import ascend, eval_mode
 from aadscale.attacks.standard import ce_objective
 from aadscale.attacks.threat import LinfStep
 from aadscale.attention.gradcam import grad_cam
@@ -29,14 +29,7 @@ def pgd_last(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     x = x.detach().float()
     with eval_mode(model), torch.autocast(x.device.type, enabled=False), torch.enable_grad():
         threat = LinfStep(x, eps, alpha)
-        objective = ce_objective(model, y)
-        x_adv = threat.random_perturb(x, generator)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss, _ = objective(x_adv)
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-            x_adv = threat.step(x_adv.detach(), grad)
-    return x_adv
+        return ascend(ce_objective(model, y), threat, threat.random_perturb(x, generator), steps)
 
 
 def clean_adv_cams(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
