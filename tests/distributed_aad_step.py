@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import deepspeed
 import torch
@@ -56,12 +57,14 @@ def main() -> None:
         engine.step()
         losses.append(float(terms["loss"].detach()))
     barrier()
-    print("RESULT " + json.dumps({"rank": ctx.rank, "world": ctx.world_size, "zero": args.zero,
-                                  "is_main": is_main(),
-                                  "rank_sum": all_reduce_sum(torch.tensor([ctx.rank + 1.0])).item(),
-                                  "broadcast": broadcast_object({"from": ctx.rank}),
-                                  "micro": micro, "losses": losses, "checksum_before": before,
-                                  "checksum": param_checksum(engine, args.zero)}), flush=True)
+    row = json.dumps({"rank": ctx.rank, "world": ctx.world_size, "zero": args.zero,
+                     "is_main": is_main(),
+                     "rank_sum": all_reduce_sum(torch.tensor([ctx.rank + 1.0])).item(),
+                     "broadcast": broadcast_object({"from": ctx.rank}),
+                     "micro": micro, "losses": losses, "checksum_before": before,
+                     "checksum": param_checksum(engine, args.zero)})
+    # one write per line: the launcher merges every rank's stdout into one pipe
+    os.write(1, f"RESULT {row}\n".encode())
     shutdown()
 
 

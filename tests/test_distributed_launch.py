@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dslaunch import launch_env, run_deepspeed, run_torchrun
+from dslaunch import run, run_deepspeed, run_torchrun
 
 SCRIPT = Path(__file__).with_name("distributed_aad_step.py")
 
@@ -53,6 +53,5 @@ def test_torchrun_aad_step():
 
 @pytest.mark.slow
 def test_plain_single_process_aad_step():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--zero", "2"], env=launch_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = run([sys.executable, str(SCRIPT), "--zero", "2"], timeout=300)
     check_data_parallel_step(results(proc, 1), 2)
