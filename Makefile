@@ -15,10 +15,11 @@ $(STAMP): $(PY) pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	# the venv's ninja first: DeepSpeed's CPU comm op is cached per ninja version
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/aadscale demo
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/aadscale demo
 
 clean:
 	rm -rf runs .pytest_cache

@@ -52,10 +52,18 @@ def run_slurm_script(tmp_path: Path, launcher: str, args: list[str]) -> subproce
 
 
 @pytest.mark.slow
-def test_two_nodes_with_a_hostfile_on_loopback():
-    procs = run_deepspeed_nodes(SCRIPT, ["--zero", "2"], nodes=2, timeout=300)
-    rows = [row for p in procs for row in results(p, 1)]
-    check_data_parallel_step(sorted(rows, key=lambda r: r["rank"]), 2)
+def test_two_nodes_train_the_demo_preset_with_a_hostfile(tmp_path):
+    from aadscale.data import ensure_demo_data
+    root = ensure_demo_data(tmp_path / "demo")
+    procs = run_deepspeed_nodes(ROOT / "launchers" / "train_imagenet.py", [
+        "--preset", "demo", "--data", str(root), "--name", "nodes", f"log.dir={tmp_path}",
+        "train.zero_stage=2", "train.max_steps=2", "data.batch_size=16", "data.workers=0",
+        "attack.steps=1", "eval.subset=16", "eval.attacks=clean", "log.image_every=0"], nodes=2, timeout=300)
+    for proc in procs:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = "".join(p.stdout + p.stderr for p in procs)
+    assert "2 rank(s)" in out and "finished at step 2" in out
+    assert (tmp_path / "nodes" / "eval.json").is_file()
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import torch
 
 from aadscale.data import ensure_demo_data
 from aadscale.logging import read_events
-from tests.dslaunch import ROOT, run_deepspeed, run_torchrun
+from dslaunch import ROOT, run_deepspeed, run_torchrun
 
 LAUNCHER = ROOT / "launchers" / "train_imagenet.py"
 
