@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,6 +150,20 @@ def _read_state(experiment_path: str) -> _Plan:
                  state["runs_dir"], options)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) nobody listens on; Ray itself waits minutes."""
+    if address == "auto":
+        return  # Ray finds a local cluster itself and says so at once when there is none
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--address {address!r} must be 'auto', host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ValueError(f"--address {address}: no Ray cluster answers ({err}). Start one with "
+                         "`ray start --head` (see docs/tuning.md), or leave --address out for a local Ray") from None
+
+
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
     """Join the cluster at ``address`` or start a local Ray; yield its total resources."""
@@ -157,6 +172,7 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
     from aadscale.tuning.trial import V2_ENV
     runtime_env = {"env_vars": {V2_ENV: "1"}}  # every trial and worker process uses Ray Train V2
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, runtime_env=runtime_env)
         except ConnectionError as err:
