@@ -202,3 +202,20 @@ def test_cli_without_a_cluster_says_so(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tuning/sweep.py"), "--space", str(DEMO_SPACE),
                            "--weights", "clean=x"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "must look like attack=number" in proc.stderr
+
+
+def test_plan_builds_schedulers_and_searchers(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+    from ray.tune.search.optuna import OptunaSearch
+
+    from aadscale.tuning.runner import _scheduler, _searcher, plan_sweep
+    plan = plan_sweep(_sweep(tmp_path, DEMO_SPACE, scheduler="pbt", search="random", name="p"))
+    assert isinstance(_scheduler(plan), PopulationBasedTraining) and _searcher(plan) is None
+    assert plan.experiment_path == f"{tmp_path}/ray_results/p" and plan.runs_dir == f"{tmp_path}/p"
+    assert plan.base.data.root == f"{tmp_path}/demo-data"  # one copy of the demo data for all trials
+    plan = plan_sweep(_sweep(tmp_path, DEMO_SPACE, scheduler="asha", search="optuna"))
+    assert isinstance(_scheduler(plan), ASHAScheduler) and isinstance(_searcher(plan), OptunaSearch)
+    with pytest.raises(ValueError, match="pbt chooses the configs itself"):
+        plan_sweep(_sweep(tmp_path, DEMO_SPACE, scheduler="pbt", search="optuna"))
+    with pytest.raises(ValueError, match="--workers-per-trial 0 must be >= 1"):
+        plan_sweep(_sweep(tmp_path, DEMO_SPACE, workers_per_trial=0))
