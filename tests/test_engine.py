@@ -1,6 +1,8 @@
 """The engine in one process: run folder, TensorBoard, checkpoints, bitwise resume, NaN handling, errors."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -42,6 +44,14 @@ def test_fit_writes_the_run_folder(tmp_path, demo_root):
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
     assert events["images"].get("train/clean_adv_cam", 0) == 2
     assert events["hparams"]
+    # the exported model goes straight into `aadscale evaluate`; PGD does not get weaker with steps
+    from aadscale.cli import main
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run / "model.pt"), "--data", demo_root, "--limit", "48",
+                 "--attacks", "clean,pgd5,pgd10,pgd20", "--strong", "", "--out", str(out),
+                 "--no-progress", "--workers", "0"]) == 0
+    acc = json.loads((out / "results.json").read_text())["results"]
+    assert acc["clean"] >= acc["pgd5"] >= acc["pgd10"] >= acc["pgd20"]
 
 
 class StopAt(Callback):
@@ -113,3 +123,16 @@ def test_evaluation_reads_the_same_subset_every_time(tmp_path, demo_root):
     first = loop.evaluate(model, val, cfg, ctx)
     assert first["n"] == 64  # two batches of 32 cover the subset of 48
     assert loop.evaluate(model, val, cfg, ctx) == first
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, demo_root):
+    # no BatchNorm and a deterministic attack: two micro-batches of 16 == one batch of 32
+    common = ["model.name=lenet_small", "model.in_channels=3", "attack.name=step_ll", "attack.steps=1",
+              "train.max_steps=3", "log.image_every=0", "eval.attacks=clean", "train.checkpoint_every=0"]
+    fit(small_cfg(tmp_path / "full", demo_root, *common))
+    fit(small_cfg(tmp_path / "accum", demo_root, *common, "train.grad_accum=2"))
+    full = torch.load(tmp_path / "full" / "run" / "model.pt", weights_only=True)["model"]
+    accum = torch.load(tmp_path / "accum" / "run" / "model.pt", weights_only=True)["model"]
+    assert all(torch.allclose(full[k], accum[k], rtol=1e-4, atol=1e-6) for k in full)
+    loss = read_events(tmp_path / "accum" / "run" / "tb")["scalars"]["train/loss"]
+    assert [s for s, _ in loss] == [1, 2, 3]  # steps count optimiser steps, not micro-batches
