@@ -231,8 +231,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                     save(f"step{pos.step}")
                 for cb in callbacks:
                     cb.on_step_end(StepInfo(pos.step, pos.epoch, dict(metrics), run.path))
-                if pos.step >= max_steps:
-                    break
+                if cfg.train.max_steps and pos.step >= max_steps:
+                    break  # a full last epoch instead ends through the for-else below
                 t_data = time.perf_counter()
             else:
                 pos.epoch += 1
