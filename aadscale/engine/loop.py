@@ -206,9 +206,10 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                         f"the loss became {out['loss'].item()} at step {pos.step + 1} (epoch {pos.epoch}); "
                         f"the state before that step is saved in {folder}. Lower optim.lr, set "
                         "optim.grad_clip, check the data, then resume with --resume auto")
+                boundary = engine.is_gradient_accumulation_boundary()  # this step() updates weights
                 engine.backward(out["loss"])
                 engine.step()
-                if not engine.is_gradient_accumulation_boundary():
+                if not boundary:
                     continue
                 pos.step += 1
                 if pos.step % cfg.log.scalar_every == 0 or pos.step == max_steps:
