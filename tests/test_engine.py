@@ -136,3 +136,11 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, demo_root):
     assert all(torch.allclose(full[k], accum[k], rtol=1e-4, atol=1e-6) for k in full)
     loss = read_events(tmp_path / "accum" / "run" / "tb")["scalars"]["train/loss"]
     assert [s for s, _ in loss] == [1, 2, 3]  # steps count optimiser steps, not micro-batches
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_trains_with_finite_losses(tmp_path, demo_root, precision):
+    fit(small_cfg(tmp_path, demo_root, f"train.precision={precision}", "train.max_steps=2",
+                  "log.image_every=0", "eval.attacks=clean"))
+    losses = [v for _, v in read_events(tmp_path / "run" / "tb")["scalars"]["train/loss"]]
+    assert len(losses) == 2 and all(abs(v) < 1e3 for v in losses)
