@@ -130,7 +130,7 @@ def _rank_worker(rank: int, port: int, out: str, state: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     model = models.build("lenet_small", 10, in_channels=1).eval()
     model.load_state_dict(state)
-    x, y = torch.load(f"{out}/data.pt")
+    x, y = torch.load(f"{out}/data.pt", weights_only=True)
     report = evaluate_suite(model, TensorDataset(x, y), out, eps=EPS, attacks=["clean", "pgd3"],
                             strong=["apgd3"], limit=30, batch_size=8, progress=False)
     torch.save(report["results"], f"{out}/rank{rank}.pt")
@@ -150,7 +150,8 @@ def test_two_ranks_shard_batches_and_sum_counts(digits_model, digits, tmp_path):
     single = evaluate_suite(digits_model, TensorDataset(xte[:40], yte[:40]), tmp_path / "single",
                             eps=EPS, attacks=["clean", "pgd3"], strong=["apgd3"], limit=30,
                             batch_size=8, progress=False)["results"]
-    assert torch.load(tmp_path / "rank0.pt") == torch.load(tmp_path / "rank1.pt") == single
+    assert torch.load(tmp_path / "rank0.pt", weights_only=True) == \
+        torch.load(tmp_path / "rank1.pt", weights_only=True) == single
     batches = [sorted(json.loads(line)["batch"] for line in (tmp_path / f"batches.rank{r}.jsonl").open())
                for r in (0, 1)]
     assert batches == [[0, 2], [1, 3]]
