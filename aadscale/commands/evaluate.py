@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     loaded = model_from_args(args)
     eps = eps_from_args(args, loaded)
     dataset, _ = dataset_from_args(args, loaded)
-    report = evaluate_suite(loaded.model, dataset, args.out, eps=eps, attacks=_names(args.attacks),
-                            strong=_names(args.strong), limit=args.limit, seed=args.seed,
-                            batch_size=args.batch_size, gamma=args.gamma,
-                            masking_threshold=args.masking_threshold, workers=args.workers,
-                            model_label=loaded.description, progress=not args.no_progress)
+    evaluate_suite(loaded.model, dataset, args.out, eps=eps, attacks=_names(args.attacks),
+                   strong=_names(args.strong), limit=args.limit, seed=args.seed,
+                   batch_size=args.batch_size, gamma=args.gamma,
+                   masking_threshold=args.masking_threshold, workers=args.workers,
+                   model_label=loaded.description, progress=not args.no_progress)
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         print(Path(args.out, "results.md").read_text())
     return 0

@@ -122,6 +122,30 @@ def export_model(engine, cfg: Config, path: Path, ctx: DistContext) -> None:
     barrier()
 
 
+def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
+                 deepspeed_config_path: str | None):
+    """The model under DeepSpeed, with its optimiser and learning-rate schedule."""
+    import deepspeed
+    model = models.build(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained or False,
+                         in_channels=cfg.model.in_channels, dropout=cfg.model.dropout).to(ctx.device)
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
+    ds_cfg = (load_user_config(deepspeed_config_path, cfg, ctx.world_size) if deepspeed_config_path
+              else deepspeed_config(cfg, ctx.world_size))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=ds_cfg)
+    return engine, scheduler
+
+
+def log_cam_grid(tb: TBLogger, net, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                 step: int, n: int = 8) -> None:
+    """Clean and adversarial images with their Grad-CAM overlays, as one TensorBoard grid."""
+    n = min(n, x.shape[0])
+    with eval_mode(net):  # a logging pass must not move BatchNorm statistics
+        cams = grad_cam(net, x[:n], y[:n]), grad_cam(net, x_adv[:n], y[:n])
+    tb.image_grid("train/clean_adv_cam", cam_grid(x[:n], x_adv[:n], *cams), step)
+
+
 def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None = None,
         deepspeed_config_path: str | None = None) -> dict:
     """Train ``cfg`` to the end (or ``train.max_steps``); return the final metrics.
@@ -130,8 +154,6 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     model.pt. ``resume``: None (fresh start; refuses a folder with checkpoints), "auto"
     (latest checkpoint if any) or a checkpoint tag.
     """
-    import deepspeed
-
     ctx = init_distributed()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     name = broadcast_object(cfg.log.name or default_run_name(cfg.preset))
@@ -146,15 +168,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
         log.info("run folder %s, %d rank(s), data backend %s", run.path, ctx.world_size,
                  train_loader.backend)
 
-    model = models.build(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained or False,
-                         in_channels=cfg.model.in_channels, dropout=cfg.model.dropout).to(ctx.device)
-    optimizer = build_optimizer(cfg.optim, model.parameters())
     steps_per_epoch = len(train_loader) // cfg.train.grad_accum
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
-    ds_cfg = (load_user_config(deepspeed_config_path, cfg, ctx.world_size) if deepspeed_config_path
-              else deepspeed_config(cfg, ctx.world_size))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=ds_cfg)
+    engine, scheduler = build_engine(cfg, ctx, steps_per_epoch, deepspeed_config_path)
     generator = torch.Generator(device=ctx.device).manual_seed(cfg.train.seed * 1000 + ctx.rank)
     pos = Position()
     tag = checkpointer.latest() if resume == "auto" else resume
@@ -165,11 +180,10 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
         if ctx.is_main:
             log.info("resumed from %s at step %d, epoch %d", tag, pos.step, pos.epoch)
 
-    objective = build_objective(cfg.objective.name, lambda1=cfg.objective.lambda1,
-                                lambda2=cfg.objective.lambda2, beta=cfg.objective.beta,
-                                cls_loss=cfg.objective.cls_loss, cam_weights=cfg.objective.cam_weights,
-                                theta=cfg.objective.theta if cfg.objective.theta == "mean"
-                                else float(cfg.objective.theta))
+    oc = cfg.objective
+    objective = build_objective(oc.name, lambda1=oc.lambda1, lambda2=oc.lambda2, beta=oc.beta,
+                                cls_loss=oc.cls_loss, cam_weights=oc.cam_weights,
+                                theta=oc.theta if oc.theta == "mean" else float(oc.theta))
     net = engine.module  # attacks and Grad-CAM call the module, not the engine (FINDINGS: ZeRO hooks)
     attack_step = from_attack_config(net, cfg.attack, mode=cfg.train.step_mode)
     max_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
@@ -182,7 +196,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     def save(tag_name: str) -> Path:
         nonlocal saved_at
         saved_at = pos.step
-        client = {"position": vars(pos).copy(), "loader": train_loader.state_dict(), "config": to_dict(cfg)}
+        client = {"position": vars(pos).copy(), "loader": train_loader.state_dict(),
+                  "config": to_dict(cfg)}
         folder = checkpointer.save(engine, tag_name, client, generator)
         for cb in callbacks:
             cb.on_checkpoint(StepInfo(pos.step, pos.epoch, dict(metrics), run.path, folder))
@@ -221,13 +236,11 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                     if torch.cuda.is_available():
                         metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     tb.scalars(metrics, pos.step, prefix="train")
-                bar.update(1, loss=metrics.get("loss", float("nan")), acc_adv=metrics.get("acc_adv", float("nan")))
+                bar.update(1, loss=metrics.get("loss", float("nan")),
+                           acc_adv=metrics.get("acc_adv", float("nan")))
                 if ctx.is_main and cfg.log.image_every and x_adv is not None \
                         and pos.step % cfg.log.image_every == 0:
-                    n = min(8, x.shape[0])
-                    with eval_mode(net):  # a logging pass must not move BatchNorm statistics
-                        cams = grad_cam(net, x[:n], y[:n]), grad_cam(net, x_adv[:n], y[:n])
-                    tb.image_grid("train/clean_adv_cam", cam_grid(x[:n], x_adv[:n], *cams), pos.step)
+                    log_cam_grid(tb, net, x, x_adv, y, pos.step)
                 if cfg.train.checkpoint_every and pos.step % cfg.train.checkpoint_every == 0:
                     save(f"step{pos.step}")
                 for cb in callbacks:

@@ -14,7 +14,7 @@ from aadscale.objectives.classification import classification_loss, plain
 from aadscale.objectives.madry import madry, madry_terms
 
 __all__ = ["madry", "alp", "aad", "plain", "classification_loss", "rectification", "preservation",
-           "mask_attention", "build_objective", "OBJECTIVES"]
+           "mask_attention", "madry_terms", "alp_terms", "build_objective", "OBJECTIVES"]
 
 OBJECTIVES = ("plain", "madry", "alp", "madry+aad", "alp+aad")
 
