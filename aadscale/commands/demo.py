@@ -42,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nrun folder:   {run_dir}/ (config.yaml, eval.json, model.pt)\n"
           f"checkpoints:  {run_dir}/checkpoints/ (resume: add --resume auto)\n"
           f"TensorBoard:  .venv/bin/tensorboard --logdir {run_dir}/tb\n"
-          f"evaluate:     .venv/bin/aadscale evaluate {run_dir}/model.pt --data runs/demo-data "
-          "--dataset demo")
+          f"evaluate:     .venv/bin/aadscale evaluate {run_dir}/model.pt --out {run_dir}/eval")
     return 0
 
 
