@@ -6,7 +6,7 @@ import os
 import torch
 from PIL import Image
 
-from aadscale.data import DEFAULT_DEMO_ROOT, build_loader, ensure_demo_data
+from aadscale.data import DEFAULT_DEMO_ROOT, build_dataset, build_loader, ensure_demo_data
 
 
 def test_demo_data_layout_is_imagenet_like_and_idempotent(tmp_path):
@@ -38,3 +38,14 @@ def test_demo_loader_reads_it_with_the_folder_reader(tmp_path):
     assert counts == [len(os.listdir(tmp_path / "demo" / "val" / f"n{d:08d}")) for d in range(10)]
     # an 8x8 digit scaled up keeps a dark background around a bright stroke
     assert images.mean() < 0.5 and images.amax(dim=(1, 2, 3)).min() > 0.7
+
+
+def test_build_dataset_reads_what_the_validation_loader_reads(tmp_path):
+    loader = build_loader(tmp_path / "demo", "val", dataset="demo", batch_size=8, image_size=32,
+                          workers=0)
+    order = loader.remaining()[0][:8]  # rank 0 of 1
+    images, labels = next(iter(loader))
+    dataset = build_dataset(tmp_path / "demo", "val", dataset="demo", image_size=32)
+    assert len(dataset) == loader.size
+    assert torch.equal(torch.stack([dataset[i][0] for i in order]), images)
+    assert [dataset[i][1] for i in order] == labels.tolist()

@@ -36,7 +36,7 @@ def model_from_args(args: argparse.Namespace, checkpoint: str | None = None) -> 
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    """Validation data read through ``aadscale.data.build_loader``."""
+    """Validation data read through ``aadscale.data.build_dataset``."""
     p.add_argument("--data", help="data root (default: the checkpoint config's data.root)")
     p.add_argument("--dataset", help="demo, folder, imagenet, cifar10, mnist (default: the config's)")
     p.add_argument("--split", default="val")
@@ -47,22 +47,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
 
 
-class _ByIndex(Dataset):
-    """The data package's ``(index, seed)``-addressed dataset, addressed by index (val: no randomness)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        return self.dataset[(i, 0)]
-
-
 def dataset_from_args(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Dataset, int]:
     """The validation dataset (map-style, by index) and the image size."""
-    from aadscale.data import build_loader
+    from aadscale.data import build_dataset
     cfg = loaded.config
     dataset = args.dataset or (cfg.data.dataset if cfg else "folder")
     root = args.data or (cfg.data.root if cfg else "")
@@ -72,10 +59,8 @@ def dataset_from_args(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Da
     if not root:
         raise ValueError("no data: give --data DIR (and --dataset) or a checkpoint whose config has data.root")
     size = args.image_size or (cfg.data.image_size if cfg else 224)
-    loader = build_loader(root, args.split, backend="torch", batch_size=args.batch_size,
-                          image_size=size, dataset=dataset, train=False, workers=0,
-                          val_resize=cfg.data.val_resize if cfg and not args.image_size else 0)
-    return _ByIndex(loader.dataset), size
+    return build_dataset(root, args.split, image_size=size, dataset=dataset,
+                         val_resize=cfg.data.val_resize if cfg and not args.image_size else 0), size
 
 
 def eps_from_args(args: argparse.Namespace, loaded: LoadedModel) -> float:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from aadscale.data.arrays import read_cifar10, read_mnist
 from aadscale.data.augment import AUGMENTS, default_val_resize, train_transform, val_transform
@@ -49,6 +50,58 @@ def resolve_backend(backend: str, dataset: str) -> str:
     return backend
 
 
+def _resolve(root, dataset: str, image_size: int, val_resize: int, augment: str | None):
+    """Check the dataset settings; the root (demo default), augmentation and validation resize."""
+    if dataset not in FILE_DATASETS + tuple(ARRAY_READERS):
+        raise ValueError(f"dataset {dataset!r} is not one of {FILE_DATASETS + tuple(ARRAY_READERS)}")
+    if image_size < 1:
+        raise ValueError(f"image_size={image_size} must be >= 1")
+    if not str(root):
+        if dataset != "demo":
+            raise ValueError(f"no data root given for dataset {dataset!r}; set data.root (--data)")
+        root = DEFAULT_DEMO_ROOT
+    augment = augment or DEFAULT_AUGMENT[dataset]
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment {augment!r} is not one of {AUGMENTS}")
+    resize = val_resize or default_val_resize(image_size, augment)
+    if resize < image_size:
+        raise ValueError(f"val_resize={resize} is smaller than image_size={image_size}; the centre "
+                         f"crop needs val_resize >= image_size (0 picks a default)")
+    return root, augment, resize
+
+
+def _transform(train: bool, augment: str, resize: int, image_size: int):
+    return (functools.partial(train_transform, augment=augment, size=image_size) if train
+            else functools.partial(val_transform, resize=resize, size=image_size))
+
+
+class IndexedDataset(Dataset):
+    """A split by integer index, read as validation (no randomness): ``(image [0, 1] CHW, label)``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[(i, 0)]
+
+
+def build_dataset(root: str | os.PathLike, split: str, *, image_size: int, dataset: str = "folder",
+                  val_resize: int = 0, augment: str | None = None) -> IndexedDataset:
+    """``split`` as a map-style dataset with the validation transform, for evaluation and analysis.
+
+    They choose their own fixed subsets by index; ``augment`` only sets the default resize.
+    """
+    root, augment, resize = _resolve(root, dataset, image_size, val_resize, augment)
+    transform = _transform(False, augment, resize, image_size)
+    if dataset in ARRAY_READERS:
+        return IndexedDataset(ArrayDataset(ARRAY_READERS[dataset](root, split), transform))
+    files = list_images(ensure_demo_data(root) if dataset == "demo" else root, split)
+    return IndexedDataset(FileDataset(files, transform))
+
+
 def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch", batch_size: int,
                  image_size: int, rank: int = 0, world_size: int = 1, dataset: str = "folder",
                  train: bool | None = None, seed: int = 0, workers: int = 2, val_resize: int = 0,
@@ -61,27 +114,13 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     (inception for imagenet/folder, pad-crop for cifar10, none for mnist and demo).
     ``cache_dir`` holds the DALI backends' list of corrupt files (default $AADSCALE_CACHE).
     """
-    if dataset not in FILE_DATASETS + tuple(ARRAY_READERS):
-        raise ValueError(f"dataset {dataset!r} is not one of {FILE_DATASETS + tuple(ARRAY_READERS)}")
-    if batch_size < 1 or image_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need batch_size >= 1, image_size >= 1 and 0 <= rank < world_size; got "
-                         f"batch_size={batch_size}, image_size={image_size}, rank={rank}, "
-                         f"world_size={world_size}")
-    if not str(root):
-        if dataset != "demo":
-            raise ValueError(f"no data root given for dataset {dataset!r}; set data.root (--data)")
-        root = DEFAULT_DEMO_ROOT
-    augment = augment or DEFAULT_AUGMENT[dataset]
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment {augment!r} is not one of {AUGMENTS}")
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; got "
+                         f"batch_size={batch_size}, rank={rank}, world_size={world_size}")
+    root, augment, resize = _resolve(root, dataset, image_size, val_resize, augment)
     train = split.startswith("train") if train is None else train
-    resize = val_resize or default_val_resize(image_size, augment)
-    if resize < image_size:
-        raise ValueError(f"val_resize={resize} is smaller than image_size={image_size}; the centre "
-                         f"crop needs val_resize >= image_size (0 picks a default)")
     name = resolve_backend(backend, dataset)
-    transform = (functools.partial(train_transform, augment=augment, size=image_size) if train
-                 else functools.partial(val_transform, resize=resize, size=image_size))  # torch backend
+    transform = _transform(train, augment, resize, image_size)  # torch backend
     common = dict(batch_size=batch_size, rank=rank, world_size=world_size, train=train, seed=seed)
     if dataset in ARRAY_READERS:
         samples = ARRAY_READERS[dataset](root, split)
