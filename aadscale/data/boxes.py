@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+from aadscale.data.sources import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class BoxDataset(torch.utils.data.Dataset):
         seen = 0
         for label, cls in enumerate(self.classes):
             for img in sorted((images_dir / cls).iterdir()):
-                if img.suffix.lower() not in IMAGE_SUFFIXES:
+                if img.suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
                 seen += 1
                 if img.stem not in xmls:
@@ -159,7 +159,7 @@ class BoxDataset(torch.utils.data.Dataset):
                 if ann.boxes:
                     self.items.append((img, label, ann))
         if seen == 0:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {images_dir}")
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {images_dir}")
         if missing and not skip_missing:
             raise ValueError(f"{len(missing)} of {seen} images have no XML under {boxes_dir} "
                              f"(e.g. {missing[0].name}); match them by file stem or skip them "

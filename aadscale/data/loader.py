@@ -1,6 +1,7 @@
 """The batches interface every backend shares: length, epochs, and a resumable position."""
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from aadscale.data.sampler import epoch_order, num_batches
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class Loader:
+class Loader(abc.ABC):
     """``(images, labels)`` batches of one rank: float32 [0, 1] NCHW and int64, resumable mid-epoch.
 
     Finishing an epoch moves to the next one; ``set_epoch`` with another epoch starts that epoch
@@ -61,6 +62,6 @@ class Loader:
             yield batch
         self._epoch, self._batch = self._epoch + 1, 0
 
+    @abc.abstractmethod
     def _batches(self) -> Iterator[Batch]:
         """The batches of ``remaining()[self.rank]`` (implemented by each backend)."""
-        raise NotImplementedError
