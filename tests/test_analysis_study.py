@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -58,9 +59,11 @@ def test_trained_model_attends_to_the_boxes(trained):
     records = study_batch(trained, x, y, box, StudyOptions(eps=8 / 255))
     assert len(records) >= 60  # (almost) all correctly classified
     ious = torch.tensor([r["box_iou"] for r in records])
-    assert ious.mean() > 0.7, ious
-    untrained = study_batch(gap_net().eval(), x, y, box, StudyOptions(eps=8 / 255, target="predicted"))
-    assert torch.tensor([r["box_iou"] for r in untrained]).mean() < ious.mean() - 0.2
+    # over 8 training seeds x 2 kernel sets (benchmarks/test_margins.py): mean IoU 0.76-0.86,
+    # against another image's box (chance) 0.10-0.11
+    assert ious.mean() > 0.6, ious
+    chance = study_batch(trained, x, y, box.roll(1, 0), StudyOptions(eps=8 / 255))
+    assert torch.tensor([r["box_iou"] for r in chance]).mean() < ious.mean() - 0.4
 
 
 def test_area_matched_masks_have_exactly_the_box_area(trained):
@@ -72,10 +75,13 @@ def test_area_matched_masks_have_exactly_the_box_area(trained):
 
 def test_tables_add_up_with_both_splits(trained):
     x, y, box = pasted(64, seed=4)
-    opts = StudyOptions(eps=0.25, top_ns=(5, 10, 300))
-    records = study_batch(trained, x, y, box, opts)
+    opts = StudyOptions(eps=0.3, attack="pgd10", top_ns=(5, 10, 300))
+    # both splits on any machine: eps 0 fools no image; PGD-10 at eps 0.3 fooled 33-64 of these
+    # 64 images over 8 training seeds x 2 kernel sets (benchmarks/test_margins.py)
+    records = study_batch(trained, x[:16], y[:16], box[:16], replace(opts, eps=0.0)) + \
+        study_batch(trained, x[16:], y[16:], box[16:], opts)
     fooled = sum(r["fooled"] for r in records)
-    assert 0 < fooled < len(records), "eps should split the images"
+    assert 0 < fooled < len(records), "the two eps should split the images"
     s = summarize(records, opts.top_ns)
     t1 = s["table1"]
     assert t1["fooled"]["share"] + t1["resisting"]["share"] == pytest.approx(100.0, abs=1e-9)

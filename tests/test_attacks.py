@@ -79,12 +79,28 @@ def test_strength_order_on_trained_digits(digits, digits_model):
     m = digits_model
     clean = accuracy(m, x, y)
     fgsm = accuracy(m, attacks.fgsm(m, x, y, eps=EPS), y)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    pgd10 = accuracy(m, attacks.pgd(m, x, y, eps=EPS, steps=10, generator=g()), y)
-    pgd40 = accuracy(m, attacks.pgd(m, x, y, eps=EPS, steps=40, generator=g()), y)
+    pgd10 = accuracy(m, attacks.pgd(m, x, y, eps=EPS, steps=10,
+                                    generator=torch.Generator().manual_seed(0)), y)
+    # 297 images, over 8 model x 6 attack seeds x 2 kernel sets (benchmarks/test_margins.py):
+    # clean 0.943-0.987, fgsm - pgd10 >= 0.125, clean - pgd10 >= 0.71
     assert clean > 0.9
-    assert clean > fgsm >= pgd10 >= pgd40
+    assert clean > fgsm >= pgd10
     assert pgd10 < clean - 0.2  # the attack does real damage at this eps
+
+
+def test_more_steps_from_the_same_start_never_weaker(digits, digits_model):
+    # exact: with one step size and one start, PGD-40's iterates begin with PGD-10's, and
+    # both keep the worst iterate, so every image PGD-10 fools PGD-40 fools too
+    _, _, x, y = digits
+    m = digits_model
+    fooled = {}
+    for steps in (10, 40):
+        x_adv = attacks.pgd(m, x, y, eps=EPS, alpha=EPS / 4, steps=steps,
+                            generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            fooled[steps] = m(x_adv).argmax(1) != y
+    assert bool((fooled[10] <= fooled[40]).all())
+    assert fooled[40].float().mean() > 0.5
 
 
 def test_restarts_keep_the_worst_case_per_sample(digits, digits_model):
@@ -105,23 +121,27 @@ def test_cw_and_step_ll_hurt_the_model(digits, digits_model):
     _, _, x, y = digits
     m = digits_model
     clean = accuracy(m, x, y)
+    # accuracy lost, over 8 model x 6 attack seeds x 2 kernel sets (benchmarks/test_margins.py):
+    # CW-10 0.69-0.87, StepLL 0.23-0.43 (std 0.06), Iter-StepLL-10 0.24-0.43 (std 0.06)
     assert accuracy(m, attacks.cw(m, x, y, eps=EPS, steps=10), y) < clean - 0.2
-    assert accuracy(m, attacks.step_ll(m, x, y, eps=EPS), y) < clean
-    assert accuracy(m, attacks.iter_step_ll(m, x, y, eps=EPS, steps=10), y) < clean - 0.2
+    assert accuracy(m, attacks.step_ll(m, x, y, eps=EPS), y) < clean - 0.05
+    assert accuracy(m, attacks.iter_step_ll(m, x, y, eps=EPS, steps=10), y) < clean - 0.1
 
 
 def test_a3_moves_attention_further_than_its_base(digits, digits_model):
     _, _, x, y = digits
     m = digits_model
-    x, y = x[:128], y[:128]
     eps, n = 0.1, 10
     clean_top = topk_mask(grad_cam(m, x, y), n)
 
     def top_iou(x_adv):
         return float(iou(clean_top, topk_mask(grad_cam(m, x_adv, y), n)).mean())
 
+    # top-10 IoU of base minus A3 on all 297 images, over 8 model x 6 attack seeds x 2 kernel
+    # sets (benchmarks/test_margins.py): 0.018-0.125, mean 0.065; it varies with the model,
+    # hardly with the start. The claim itself, that A3 moves the map further, is the margin.
     for base, plain in (("pgd", attacks.pgd), ("iter_step_ll", attacks.iter_step_ll)):
         base_adv = plain(m, x, y, eps=eps, steps=5, generator=torch.Generator().manual_seed(0))
         a3_adv = attacks.a3(m, x, y, base=base, eps=eps, steps=5, gamma=10.0,
                             generator=torch.Generator().manual_seed(0))
-        assert top_iou(a3_adv) < top_iou(base_adv) - 0.02, base
+        assert top_iou(a3_adv) < top_iou(base_adv), base

@@ -18,15 +18,35 @@ def test_accumulates_over_batches_like_one_batch(digits, digits_model):
     assert set(whole) == {"clean", "fgsm", "step_ll", "n"}
 
 
-def test_table6_columns_are_ordered_by_strength(digits, digits_model):
+@pytest.mark.parametrize("seed", range(5))
+def test_table6_columns_are_ordered_by_strength(digits, digits_model, seed):
     _, _, x, y = digits
-    torch.manual_seed(0)
-    res = robust_accuracy(digits_model, [(x[:100], y[:100])], TABLE6, eps=0.1, progress=False)
+    res = robust_accuracy(digits_model, [(x[:100], y[:100])], TABLE6, eps=0.1, progress=False,
+                          seed=seed)
     assert list(res)[:-1] == list(TABLE6)
-    assert res["clean"] > res["fgsm"]
-    assert res["pgd10"] >= res["pgd40"] - 1.0 and res["pgd20"] >= res["pgd100"] - 1.0
-    assert res["cw10"] >= res["cw100"] - 1.0
+    assert all(res["clean"] >= res[c] for c in TABLE6)  # exact: the clean point is a candidate
+    assert res["clean"] > res["fgsm"] >= res["pgd10"]
+    # PGD/CW-k take steps of 2.5 eps / k from the same start, so their paths are not nested and
+    # a few images may flip. Over 8 model x 6 attack seeds x 2 kernel sets
+    # (benchmarks/test_margins.py) weaker - stronger had mean >= 0.33, std <= 1.15 and min -1
+    # points; margin 4 std - mean, rounded up to whole images: 4 images of 100.
+    margin = 4.0
+    assert res["pgd10"] >= res["pgd40"] - margin and res["pgd20"] >= res["pgd100"] - margin
+    assert res["cw10"] >= res["cw100"] - margin
     assert res["pgd100"] < res["clean"] - 20
+
+
+def test_same_seed_same_table_and_restarts_never_weaker(digits, digits_model):
+    _, _, x, y = digits
+    cols = ["clean", "pgd10", "pgd10x3"]
+    batches = list(zip(x[:96].split(48), y[:96].split(48)))
+    torch.manual_seed(1)
+    a = robust_accuracy(digits_model, batches, cols, eps=0.1, progress=False, seed=7)
+    torch.manual_seed(2)  # the global RNG plays no part
+    b = robust_accuracy(digits_model, batches, cols, eps=0.1, progress=False, seed=7)
+    assert a == b
+    # exact: pgd10x3's first restart is pgd10's run (same start), and restarts keep the worst case
+    assert a["clean"] >= a["pgd10"] >= a["pgd10x3"]
 
 
 def test_parse_attack_names():

@@ -15,38 +15,41 @@ from aadscale.evaluate.suite import check_column, evaluate_suite, masking_check,
 
 EPS = 0.1
 PGD = ["pgd5", "pgd10", "pgd20"]
+# 256 of the 297 test images in two batches: enough images that attack noise stays small
+SUITE = dict(eps=EPS, attacks=["clean", "fgsm"] + PGD, strong=["pgd20x2", "apgd20"], limit=256,
+             seed=3, batch_size=128, progress=False, model_label="digits")
 
 
 @pytest.fixture(scope="module")
 def suite_run(digits_model, digits, tmp_path_factory):
-    """One evaluation of the trained digits model on 64 fixed test images."""
+    """One evaluation of the trained digits model on a fixed test subset."""
     _, _, xte, yte = digits
     out = tmp_path_factory.mktemp("suite")
-    report = evaluate_suite(digits_model, TensorDataset(xte, yte), out, eps=EPS,
-                            attacks=["clean", "fgsm"] + PGD, strong=["pgd20x2", "apgd20"],
-                            limit=64, seed=3, batch_size=32, progress=False, model_label="digits")
+    report = evaluate_suite(digits_model, TensorDataset(xte, yte), out, **SUITE)
     return report, out, TensorDataset(xte, yte)
 
 
 def test_pgd_does_not_weaken_with_steps_and_apgd_is_no_weaker(suite_run):
     res = suite_run[0]["results"]
-    assert res["n"] == 64 and res["clean"] > 90
+    assert res["n"] == 256 and res["clean"] > 90
     assert res["pgd20"] < res["clean"] - 10, "the attack should bite at eps=0.1"
-    # More steps do not give higher accuracy. All step counts start from the same seeded
-    # points, but their step sizes differ (2.5 eps / k), so the paths are not nested and a
-    # single image may flip: one image (100/64 points) of slack between neighbours.
-    one = 100 / 64
-    assert res["pgd5"] + one >= res["pgd10"] and res["pgd10"] + one >= res["pgd20"]
-    assert res["pgd5"] >= res["pgd20"]
-    # APGD-CE at the same budget finds at least as many errors; 1 image (1.6 points) of
-    # slack, since APGD and PGD explore different paths from different random starts
-    assert res["apgd20"] <= res["pgd20"] + 1.6
+    # exact: the clean point is a candidate of every attack, and pgd20x2's first restart is
+    # pgd20's run (columns of one attack share their starts) with the worst case kept
+    assert all(res["clean"] >= res[c] for c in PGD + ["fgsm", "apgd20"])
+    assert res["pgd20"] >= res["pgd20x2"]
+    # PGD-k steps 2.5 eps / k, so 5 and 20 steps take different paths, and APGD another. Over 8
+    # model x 6 subset/start seeds x 2 kernel sets (benchmarks/test_margins.py): pgd5 - pgd20
+    # mean 2.5, std 1.05, min 0.4 points; pgd20 - apgd20 mean 2.1, std 1.18, min -0.4. Margin
+    # 4 std - mean, rounded up to whole images: 5 and 7 images.
+    image = 100 / 256
+    assert res["pgd5"] + 5 * image >= res["pgd20"]
+    assert res["apgd20"] <= res["pgd20"] + 7 * image
 
 
 def test_outputs_record_subset_seed_and_check(suite_run):
     report, out, dataset = suite_run
     saved = json.loads((out / "results.json").read_text())
-    assert saved["indices"] == select_subset(len(dataset), 64, 3) == report["indices"]
+    assert saved["indices"] == select_subset(len(dataset), 256, 3) == report["indices"]
     assert saved["seed"] == 3 and saved["masking_check"]["run"]
     md = (out / "results.md").read_text()
     assert "| digits |" in md and "Strong attacks" in md
@@ -58,15 +61,11 @@ def test_resume_skips_finished_batches_and_gives_the_same_table(suite_run, digit
     lines = log.read_text().splitlines()
     assert len(lines) == 2
     log.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # batch 1 torn by a kill
-    again = evaluate_suite(digits_model, dataset, out, eps=EPS, attacks=["clean", "fgsm"] + PGD,
-                           strong=["pgd20x2", "apgd20"], limit=64, seed=3, batch_size=32,
-                           progress=False, model_label="digits")
+    again = evaluate_suite(digits_model, dataset, out, **SUITE)
     assert again["resumed_batches"] == 1
     assert again["results"] == report["results"]
     with pytest.raises(ValueError, match="eps"):
-        evaluate_suite(digits_model, dataset, out, eps=0.2, attacks=["clean", "fgsm"] + PGD,
-                       strong=["pgd20x2", "apgd20"], limit=64, seed=3, batch_size=32,
-                       progress=False, model_label="digits")
+        evaluate_suite(digits_model, dataset, out, **{**SUITE, "eps": 0.2})
 
 
 def test_masking_check_warns_on_a_large_gap():

@@ -9,7 +9,11 @@ from aadscale.fused import AdversarialStep
 EPS = 8 / 255
 
 
-def test_compile_mode_matches_eager():
+def test_compile_mode_matches_eager(tmp_path, monkeypatch):
+    # a private inductor cache: kernels cached by another process (another ISA setting, e.g.
+    # ATEN_CPU_CAPABILITY=avx2) were seen to be reused here and give wrong images
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
     torch.manual_seed(0)
     model = models.build("tinyconv", 10)
     x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))

@@ -80,7 +80,7 @@ def _eval_files(runs: Path) -> dict[str, float]:
 
 def test_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
     runs = tmp_path / "resumable"
-    space = _space(tmp_path, {"train.max_steps": {"values": [2, 20]}})  # a short trial, then a long one
+    space = _space(tmp_path, {"train.max_steps": {"values": [2, 8]}})  # a short trial, then a longer one
     cmd = [sys.executable, str(ROOT / "tuning/sweep.py"), "--space", str(space),
            "--name", "resumable", "--num-cpus", "2", "--max-concurrent", "1", "--cpus-per-worker", "1.5",
            f"log.dir={tmp_path}", "train.epochs=8", *TINY]

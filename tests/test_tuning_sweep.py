@@ -1,4 +1,5 @@
-"""A real sweep on a local Ray with 2 CPUs: 4 trials of the demo, 2 DeepSpeed workers each."""
+"""A real sweep on a local Ray with 2 CPUs: 4 trials of the demo, two at a time, one DeepSpeed
+worker each (two workers per trial: tests/test_tuning_faults.py)."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ TINY = ["train.max_steps=2", "data.batch_size=16", "eval.subset=16", "eval.batch
 def test_four_trial_sweep_writes_table_best_preset_and_plots(tmp_path):
     outcome = run_sweep(SweepOptions(
         preset="demo", space=str(ROOT / "aadscale/presets/sweeps/demo-lambdas.yaml"), name="demo4",
-        num_cpus=2, workers_per_trial=2, cpus_per_worker=0.99, metric="eval/fgsm",
+        num_cpus=2, workers_per_trial=1, cpus_per_worker=0.99, metric="eval/fgsm",
         overrides=[f"log.dir={tmp_path}", *TINY]))
     rows = outcome.rows
     assert len(rows) == 4 and all(r["status"] == "done" and r["step"] == 2 for r in rows)

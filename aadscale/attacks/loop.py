@@ -75,9 +75,9 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: At
                keep_best: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """Ascend ``objective`` by signed-gradient steps in the eps ball; return the worst point found.
 
-    Runs in eval mode and float32 (autocast off). With ``keep_best`` every iterate is a
-    candidate; across restarts the candidate that fools the model, else has the highest
-    loss, is kept per sample.
+    Runs in eval mode and float32 (autocast off). With ``keep_best`` the clean point and
+    every iterate are candidates; across restarts the candidate that fools the model, else
+    has the highest loss, is kept per sample.
     """
     check_inputs(x, y, eps)
     if steps < 1 or restarts < 1:
@@ -102,6 +102,8 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: At
             best_fooled = torch.where(take, fooled, best_fooled)
             best_loss = torch.where(take, loss.detach(), best_loss)
 
+        if track:  # the clean point is a candidate too: accuracy under attack <= clean accuracy
+            consider(x, *objective(x.clone().requires_grad_(True)))
         for _ in range(restarts):
             x_adv = threat.random_perturb(x, generator) if random_start else x.clone()
             x_adv = ascend(objective, threat, x_adv, steps, consider if keep_best else None)

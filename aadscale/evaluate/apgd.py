@@ -48,8 +48,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
     w_{j-1} raised the loss, or when neither the step size nor the best loss changed
     since the last checkpoint. Updates use momentum: x <- P(x + a (z - x) + (1 - a)(x - x_prev))
     with z = P(x + eta sign(grad)) and a = ``momentum`` (1 at the first step). Across
-    restarts (uniform random starts) an image that is fooled stays fooled; otherwise the
-    point of highest loss is returned.
+    restarts (uniform random starts) an image that is fooled, the clean image included,
+    stays fooled; otherwise the point of highest loss is returned.
     """
     check_inputs(x, y, eps)
     if loss not in LOSSES:
@@ -63,7 +63,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
     with eval_mode(model), torch.autocast(x.device.type, enabled=False), torch.enable_grad():
         threat = LinfStep(x, eps, alpha=0.0)
         best_adv = x.clone()
-        fooled_any = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        with torch.no_grad():  # an image the model already gets wrong counts as fooled
+            fooled_any = model(x).argmax(1) != y
         top_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
 
         def loss_grad(x_adv):

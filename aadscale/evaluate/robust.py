@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -46,23 +47,40 @@ def parse_attack_name(name: str) -> AttackSpec:
 
 
 def run_spec(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, eps: float,
-             gamma: float = 10.0) -> torch.Tensor:
-    """The adversarial batch for one parsed attack column."""
+             gamma: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The adversarial batch for one parsed attack column (random starts drawn from ``generator``)."""
     if spec.kind == "clean":
         return x
     if spec.kind.startswith("a3"):
         return attacks.a3(model, x, y, base=spec.kind[2:], gamma=gamma, eps=eps, steps=spec.steps,
-                          restarts=spec.restarts)
-    return _FUNCS[spec.kind](model, x, y, eps=eps, steps=spec.steps, restarts=spec.restarts)
+                          restarts=spec.restarts, generator=generator)
+    return _FUNCS[spec.kind](model, x, y, eps=eps, steps=spec.steps, restarts=spec.restarts,
+                             generator=generator)
+
+
+def column_seed(seed: int, batch: int, column: str) -> int:
+    """The random-start seed of one batch and column. Step and restart counts are left out,
+    so pgd10, pgd40 and pgd40x5 start from the same points (pgd40x5's first restart is
+    pgd40's run): columns of one attack differ only in what they add."""
+    kind = re.sub(r"\d+(?:x\d+)?$", "", column.lower())
+    return (seed * 1_000_003 + batch * 7919 + zlib.crc32(kind.encode())) % 2 ** 63
+
+
+def column_generator(seed: int, batch: int, column: str, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with ``column_seed``."""
+    return torch.Generator(device=device).manual_seed(column_seed(seed, batch, column))
 
 
 def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] = TABLE6, *,
                     eps: float, gamma: float = 10.0, device: torch.device | str | None = None,
-                    progress: bool = True, max_batches: int | None = None) -> dict[str, float]:
+                    progress: bool = True, max_batches: int | None = None,
+                    seed: int = 0) -> dict[str, float]:
     """Accuracy in percent under each attack, over all ``(x, y)`` batches; ``"n"`` counts images.
 
     Every attack runs on the same images in float32 with the model in eval mode. Columns
-    are Table 6's by default (clean, FGSM, PGD-10/20/40/100, CW-10/20/40/100).
+    are Table 6's by default (clean, FGSM, PGD-10/20/40/100, CW-10/20/40/100). Random
+    starts come from ``column_generator(seed, batch, column)``: the same numbers on every
+    call, whatever the global RNG, and the same starts for every step count of an attack.
     """
     specs = [parse_attack_name(a) for a in attacks]
     if not specs:
@@ -77,10 +95,11 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
     with eval_mode(model):
         bar = tqdm(itertools.islice(batches, max_batches), total=total, desc="robust eval",
                    disable=not progress, leave=False)
-        for x, y in bar:
+        for b, (x, y) in enumerate(bar):
             x, y = x.to(device).float(), y.to(device)
             for spec in specs:
-                x_adv = run_spec(model, x, y, spec, eps, gamma)
+                g = column_generator(seed, b, spec.name, x.device)
+                x_adv = run_spec(model, x, y, spec, eps, gamma, g)
                 with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
                     correct[spec.name] += int((model(x_adv).argmax(1) == y).sum())
             n += y.shape[0]

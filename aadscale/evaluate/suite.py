@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from aadscale.attacks.loop import eval_mode
 from aadscale.evaluate.apgd import apgd
-from aadscale.evaluate.robust import TABLE6, format_table, parse_attack_name, run_spec
+from aadscale.evaluate.robust import TABLE6, column_generator, format_table, parse_attack_name, run_spec
 
 TABLE7 = ("iter_step_ll10", "a3iter_step_ll10", "pgd10", "a3pgd10")
 PAPER = TABLE6 + TABLE7
@@ -40,19 +39,13 @@ def check_column(name: str) -> str:
 
 
 def attack_column(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,
-                  gamma: float = 10.0) -> torch.Tensor:
+                  gamma: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """The adversarial batch for one column (paper attacks through ``run_spec``, APGD here)."""
     m = _APGD.match(name)
     if m:
         return apgd(model, x, y, eps=eps, steps=int(m.group(2)), restarts=int(m.group(3) or 1),
-                    loss=m.group(1) or "ce")
-    return run_spec(model, x, y, parse_attack_name(name), eps, gamma)
-
-
-def column_seed(seed: int, batch: int, column: str) -> int:
-    """The random-start seed of one batch and column; the step count is left out, so that
-    pgd10, pgd20, ... start from the same points and differ only in their steps."""
-    return (seed * 1_000_003 + batch * 7919 + zlib.crc32(re.sub(r"\d+", "", column).encode())) % 2 ** 63
+                    loss=m.group(1) or "ce", generator=generator)
+    return run_spec(model, x, y, parse_attack_name(name), eps, gamma, generator)
 
 
 def select_subset(total: int, limit: int | None, seed: int) -> list[int]:
@@ -185,12 +178,10 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
         for b, (x, y) in bar:
             x, y = x.to(device).float(), y.to(device)
             correct = {}
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                for c in columns:
-                    torch.manual_seed(column_seed(seed, b, c))
-                    x_adv = attack_column(model, x, y, c, eps, gamma)
-                    with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                        correct[c] = int((model(x_adv).argmax(1) == y).sum())
+            for c in columns:
+                x_adv = attack_column(model, x, y, c, eps, gamma, column_generator(seed, b, c, device))
+                with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                    correct[c] = int((model(x_adv).argmax(1) == y).sum())
             fh.write(json.dumps({"batch": b, "n": int(y.shape[0]), "correct": correct}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
