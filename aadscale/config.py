@@ -67,6 +67,9 @@ class ObjectiveConfig:
     cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))
     cam_weights: str = _opt("full", choices=("full", "detach"))
     theta: str = _opt("mean", doc="attention threshold: 'mean' or a number")
+    bn_stats: str = _opt("base", choices=("base", "clean", "adv", "both"),
+                         doc="AAD: the forwards that update BatchNorm running statistics; 'base' = "
+                             "those the base trains on (madry: adv, alp: both); masked never")
 
 
 @dataclass

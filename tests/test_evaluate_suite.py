@@ -37,6 +37,8 @@ def test_pgd_does_not_weaken_with_steps_and_apgd_is_no_weaker(suite_run):
     # pgd20's run (columns of one attack share their starts) with the worst case kept
     assert all(res["clean"] >= res[c] for c in PGD + ["fgsm", "apgd20"])
     assert res["pgd20"] >= res["pgd20x2"]
+    # exact: an image counts in "worst" only if every column got it right
+    assert res["worst"] <= min(res[c] for c in ["clean", "fgsm", *PGD, "pgd20x2", "apgd20"])
     # PGD-k steps 2.5 eps / k, so 5 and 20 steps take different paths, and APGD another. Over 8
     # model x 6 subset/start seeds x 2 kernel sets (benchmarks/test_margins.py): pgd5 - pgd20
     # mean 2.5, std 1.05, min 0.4 points; pgd20 - apgd20 mean 2.1, std 1.18, min -0.4. Margin
@@ -52,7 +54,7 @@ def test_outputs_record_subset_seed_and_check(suite_run):
     assert saved["indices"] == select_subset(len(dataset), 256, 3) == report["indices"]
     assert saved["seed"] == 3 and saved["masking_check"]["run"]
     md = (out / "results.md").read_text()
-    assert "| digits |" in md and "Strong attacks" in md
+    assert "| digits |" in md and "Strong attacks" in md and "Worst case per image over all 7" in md
 
 
 def test_resume_skips_finished_batches_and_gives_the_same_table(suite_run, digits_model):
@@ -96,6 +98,9 @@ def test_column_names():
         check_column("apgd")
     with pytest.raises(ValueError, match="not understood"):
         check_column("pgdd10")
+    assert check_column("Square1000") == "square1000" and check_column("square100x2") == "square100x2"
+    with pytest.raises(ValueError, match="square<queries>"):
+        check_column("square")
 
 
 def test_load_model_formats(tmp_path):

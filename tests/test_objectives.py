@@ -1,6 +1,8 @@
 """Objectives: finite terms with the documented signs, gradients everywhere, AAD(0, 0) == its base."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -84,3 +86,43 @@ def test_unknown_objective():
         build_objective("trades")
     with pytest.raises(ValueError, match="base="):
         objectives.aad(None, None, None, None, base="trades")
+
+
+def _running_stats(model):
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+@pytest.mark.parametrize("base,bn_stats,forwards", [
+    ("madry", "base", ["adv"]), ("alp", "base", ["clean", "adv"]), ("madry", "clean", ["clean"]),
+    ("madry", "adv", ["adv"]), ("madry", "both", ["clean", "adv"])])
+def test_aad_running_stats_follow_the_chosen_forwards_alone(batch, base, bn_stats, forwards):
+    model, x, y, x_adv = batch
+    reference = copy.deepcopy(model)
+    out = objectives.aad(model, x, y, x_adv, base=base, lambda1=0.5, lambda2=0.5, bn_stats=bn_stats)
+    with torch.no_grad():  # the chosen forwards alone, in the objective's order
+        for name in forwards:
+            reference({"clean": x, "adv": x_adv}[name])
+    got, want = _running_stats(model), _running_stats(reference)
+    assert got.keys() == want.keys() and len(got) > 0
+    assert all(torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-6) for k in got), forwards
+    # each training forward still normalised with its own batch statistics
+    fresh = copy.deepcopy(reference)
+    with torch.no_grad():
+        assert torch.allclose(out["logits_adv"], fresh.train()(x_adv), atol=1e-4)
+        assert not torch.allclose(out["logits_adv"], fresh.eval()(x_adv), atol=1e-4)
+
+
+def test_scoring_and_masked_forwards_leave_running_stats_alone(batch):
+    model, x, y, x_adv = batch
+    reference = copy.deepcopy(model)
+    build_objective("plain")(model, x, y, x_adv)  # x_adv is only scored
+    with torch.no_grad():
+        reference(x)
+    assert all(torch.equal(a, b) for a, b in zip(_running_stats(model).values(),
+                                                  _running_stats(reference).values()))
+    objectives.rectification(model, x, torch.rand(8, 4, 4), model(x).detach())  # + a masked forward
+    with torch.no_grad():
+        reference(x)  # the same plain forward alone
+    assert all(torch.equal(a, b) for a, b in zip(_running_stats(model).values(),
+                                                  _running_stats(reference).values()))

@@ -90,7 +90,7 @@ def evaluate(model, val_loader, cfg: Config, ctx: DistContext) -> dict[str, floa
     per_rank = math.ceil(cfg.eval.subset / ctx.world_size / cfg.eval.batch_size)
     val_loader.load_state_dict({"epoch": 0, "batch": 0})  # the same images every time
     local = robust_accuracy(model, val_loader, cfg.eval.attacks, eps=cfg.eval.eps,
-                            progress=ctx.is_main, max_batches=per_rank)
+                            progress=ctx.is_main, max_batches=per_rank, worst=len(cfg.eval.attacks) > 1)
     names = [k for k in local if k != "n"]
     counts = torch.tensor([local[k] * local["n"] / 100 for k in names] + [local["n"]], dtype=torch.float64)
     all_reduce_sum(counts)
@@ -183,7 +183,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     oc = cfg.objective
     objective = build_objective(oc.name, lambda1=oc.lambda1, lambda2=oc.lambda2, beta=oc.beta,
                                 cls_loss=oc.cls_loss, cam_weights=oc.cam_weights,
-                                theta=oc.theta if oc.theta == "mean" else float(oc.theta))
+                                theta=oc.theta if oc.theta == "mean" else float(oc.theta),
+                                bn_stats=oc.bn_stats)
     net = engine.module  # attacks and Grad-CAM call the module, not the engine (FINDINGS: ZeRO hooks)
     attack_step = from_attack_config(net, cfg.attack, mode=cfg.train.step_mode)
     max_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs

@@ -74,20 +74,21 @@ def column_generator(seed: int, batch: int, column: str, device: torch.device) -
 def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] = TABLE6, *,
                     eps: float, gamma: float = 10.0, device: torch.device | str | None = None,
                     progress: bool = True, max_batches: int | None = None,
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0, worst: bool = False) -> dict[str, float]:
     """Accuracy in percent under each attack, over all ``(x, y)`` batches; ``"n"`` counts images.
 
     Every attack runs on the same images in float32 with the model in eval mode. Columns
     are Table 6's by default (clean, FGSM, PGD-10/20/40/100, CW-10/20/40/100). Random
     starts come from ``column_generator(seed, batch, column)``: the same numbers on every
     call, whatever the global RNG, and the same starts for every step count of an attack.
+    ``worst=True`` adds ``"worst"``: the images that resist every column.
     """
     specs = [parse_attack_name(a) for a in attacks]
     if not specs:
         raise ValueError("attacks is empty; give at least one column, e.g. ['clean', 'pgd10']")
     if device is None:
         device = next(model.parameters()).device
-    correct = dict.fromkeys((s.name for s in specs), 0)
+    correct = dict.fromkeys([s.name for s in specs] + (["worst"] if worst else []), 0)
     n = 0
     total = len(batches) if hasattr(batches, "__len__") else None
     if max_batches is not None and total is not None:
@@ -97,11 +98,16 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
                    disable=not progress, leave=False)
         for b, (x, y) in enumerate(bar):
             x, y = x.to(device).float(), y.to(device)
+            resists = torch.ones_like(y, dtype=torch.bool)
             for spec in specs:
                 g = column_generator(seed, b, spec.name, x.device)
                 x_adv = run_spec(model, x, y, spec, eps, gamma, g)
                 with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-                    correct[spec.name] += int((model(x_adv).argmax(1) == y).sum())
+                    right = model(x_adv).argmax(1) == y
+                correct[spec.name] += int(right.sum())
+                resists &= right
+            if worst:
+                correct["worst"] += int(resists.sum())
             n += y.shape[0]
             bar.set_postfix({k: f"{100 * v / n:.1f}" for k, v in list(correct.items())[:4]})
     if n == 0:
@@ -111,9 +117,14 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
 
 def format_table(results: dict[str, float], title: str = "") -> str:
     """A Markdown table row of accuracies (percent) with its header."""
-    cols = [k for k in results if k != "n"]
-    head = "| " + " | ".join(["model"] + cols + ["n"]) + " |"
-    sep = "|" + "---|" * (len(cols) + 2)
-    row = "| " + " | ".join([title or "-"] + [f"{results[c]:.2f}" for c in cols] +
-                            [str(results.get("n", ""))]) + " |"
-    return "\n".join([head, sep, row])
+    return format_rows({title or "-": results})
+
+
+def format_rows(rows: dict[str, dict[str, float]]) -> str:
+    """A Markdown table of accuracies (percent), one row per model, the first row's columns."""
+    cols = [k for k in next(iter(rows.values())) if k != "n"]
+    lines = ["| " + " | ".join(["model"] + cols + ["n"]) + " |", "|" + "---|" * (len(cols) + 2)]
+    for title, results in rows.items():
+        lines.append("| " + " | ".join([title] + [f"{results[c]:.2f}" for c in cols] +
+                                       [str(results.get("n", ""))]) + " |")
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ OBJECTIVES = ("plain", "madry", "alp", "madry+aad", "alp+aad")
 
 def build_objective(name: str, *, lambda1: float = 1.0, lambda2: float = 1.0, beta: float = 0.5,
                     cls_loss: str = "ce", cam_weights: str = "full",
-                    theta: str | float = "mean") -> Callable[..., dict]:
+                    theta: str | float = "mean", bn_stats: str = "base") -> Callable[..., dict]:
     """``objective(model, x, y, x_adv) -> loss dict`` for a config name such as ``"alp+aad"``."""
     if name == "plain":
         return lambda model, x, y, x_adv=None: plain(model, x, y, x_adv, cls_loss=cls_loss)
@@ -33,5 +33,6 @@ def build_objective(name: str, *, lambda1: float = 1.0, lambda2: float = 1.0, be
         base = name.split("+")[0]
         return lambda model, x, y, x_adv: aad(model, x, y, x_adv, base=base, lambda1=lambda1,
                                               lambda2=lambda2, beta=beta, cls_loss=cls_loss,
-                                              cam_weights=cam_weights, theta=theta)
+                                              cam_weights=cam_weights, theta=theta,
+                                              bn_stats=bn_stats)
     raise ValueError(f"objective {name!r} must be one of {list(OBJECTIVES)}")

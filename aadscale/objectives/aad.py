@@ -6,10 +6,14 @@ from torch import nn
 
 from aadscale.attention.gradcam import forward_with_cam
 from aadscale.attention.masks import resize, threshold_mask
+from aadscale.models.modes import frozen_running_stats
 from aadscale.objectives.alp import alp_terms
 from aadscale.objectives.madry import madry_terms
 
 BASE_TERMS = {"madry": madry_terms, "alp": alp_terms}
+# which forwards update BatchNorm's running statistics; "base": those its base objective trains on
+BN_STATS = ("base", "clean", "adv", "both")
+_BASE_BN = {"madry": "adv", "alp": "both"}
 
 
 def mask_attention(x: torch.Tensor, cam: torch.Tensor, theta: str | float = "mean") -> torch.Tensor:
@@ -20,9 +24,14 @@ def mask_attention(x: torch.Tensor, cam: torch.Tensor, theta: str | float = "mea
 
 def rectification(model: nn.Module, x: torch.Tensor, cam: torch.Tensor, logits: torch.Tensor,
                   theta: str | float = "mean") -> torch.Tensor:
-    """-D(p(x), p(x*)) with D the L2 norm, mean over the batch (<= 0: removing the attended area should change the prediction)."""
+    """-D(p(x), p(x*)) with D the L2 norm, mean over the batch (<= 0: removing the attended area should change the prediction).
+
+    The masked forward never updates BatchNorm's running statistics: the model is never
+    tested on masked images.
+    """
     p = logits.softmax(1)
-    p_star = model(mask_attention(x, cam, theta)).softmax(1)
+    with frozen_running_stats(model):
+        p_star = model(mask_attention(x, cam, theta)).softmax(1)
     return -(p - p_star).norm(dim=1).mean()
 
 
@@ -34,17 +43,25 @@ def preservation(cam_clean: torch.Tensor, cam_adv: torch.Tensor) -> torch.Tensor
 def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
         base: str = "madry", lambda1: float = 1.0, lambda2: float = 1.0, beta: float = 0.5,
         cls_loss: str = "ce", cam_weights: str = "full", theta: str | float = "mean",
-        layer: str | None = None) -> dict[str, torch.Tensor]:
+        layer: str | None = None, bn_stats: str = "base") -> dict[str, torch.Tensor]:
     """L = base + lambda1 * L_rect + lambda2 * L_pres, maps toward the true labels.
 
     Passes: forward+Grad-CAM on x and on x_adv (create_graph=True, so L_pres trains the
     model by double backward) and one forward on each masked image; each in the model's
     current mode, each its own batch (BatchNorm statistics never mix clean and adversarial).
+    ``bn_stats`` says which forwards update BatchNorm's running statistics: ``"clean"``,
+    ``"adv"``, ``"both"``, or ``"base"`` (those the base trains on: Madry adv, ALP both);
+    the masked forwards never do. Every forward still normalises with its batch statistics.
     """
     if base not in BASE_TERMS:
         raise ValueError(f"base={base!r} must be one of {sorted(BASE_TERMS)}")
-    clean = forward_with_cam(model, x, y, layer, create_graph=True, weights=cam_weights)
-    adv = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"bn_stats={bn_stats!r} must be one of {list(BN_STATS)}")
+    bn_stats = _BASE_BN[base] if bn_stats == "base" else bn_stats
+    with frozen_running_stats(model, bn_stats == "adv"):
+        clean = forward_with_cam(model, x, y, layer, create_graph=True, weights=cam_weights)
+    with frozen_running_stats(model, bn_stats == "clean"):
+        adv = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
     terms = BASE_TERMS[base](clean.logits, adv.logits, y, cls_loss=cls_loss, beta=beta)
     rect = rectification(model, x, clean.cam, clean.logits, theta) + \
         rectification(model, x_adv, adv.cam, adv.logits, theta)

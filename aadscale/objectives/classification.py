@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aadscale.models.modes import frozen_running_stats
+
 CLS_LOSSES = ("ce", "soft_margin")
 
 
@@ -19,11 +21,12 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce")
 
 def plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor | None = None, *,
           cls_loss: str = "ce") -> dict[str, torch.Tensor]:
-    """Undefended training: L_cls on clean images (``x_adv``, if given, is only scored)."""
+    """Undefended training: L_cls on clean images (``x_adv``, if given, is only scored, and its
+    forward leaves BatchNorm's running statistics alone)."""
     logits = model(x)
     loss = classification_loss(logits, y, cls_loss)
     out = {"loss": loss, "cls": loss.detach(), "logits_clean": logits.detach()}
     if x_adv is not None:
-        with torch.no_grad():
+        with torch.no_grad(), frozen_running_stats(model):
             out["logits_adv"] = model(x_adv)
     return out

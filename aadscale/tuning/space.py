@@ -113,7 +113,7 @@ def with_params(base: Config, params: dict[str, Any]) -> Config:
 def _check_objective(space: SweepSpace, attacks: list[str]) -> None:
     if space.mode not in MODES:
         raise ValueError(f"mode={space.mode!r} is not valid; use max or min")
-    known = [a.lower() for a in attacks]
+    known = [a.lower() for a in attacks] + (["worst"] if len(attacks) > 1 else [])  # as the engine reports
     if space.metric == SCORE:
         if not space.weights:
             raise ValueError("metric=score needs weights, e.g. --weights clean=0.3,pgd10=0.7")
