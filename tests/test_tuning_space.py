@@ -30,9 +30,9 @@ def space(params: dict, **extra):
 def test_shipped_spaces_parse_and_check():
     demo = load_space(DEMO_SPACE)
     check_space(demo, load_config("demo"))
-    assert demo.search == "grid" and demo.metric == "eval/pgd10"
+    assert demo.search == "grid" and demo.metric == "eval/worst"
     grid = tune_space(demo)
-    assert grid["objective.lambda1"] == {"grid_search": [0.1, 1.0]}
+    assert grid["objective.lambda1"] == {"grid_search": [0.0, 0.1, 0.5, 2.0]}
     imagenet = load_space(ROOT / "aadscale/presets/sweeps/imagenet-lambdas-eps.yaml")
     check_space(imagenet, load_config("imagenet-resnet50"))
     assert imagenet.metric == "score" and imagenet.weights == {"clean": 0.3, "pgd10": 0.7}

@@ -13,14 +13,16 @@ from aadscale.tuning import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(tempfile.gettempdir()) / "aadscale-torch-extensions"))
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["train.max_steps=2", "data.batch_size=16", "eval.subset=16", "eval.batch_size=16",
         "eval.attacks=clean,fgsm", "attack.steps=1", "data.workers=0", "log.image_every=0"]
 
 
 def test_four_trial_sweep_writes_table_best_preset_and_plots(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("search: grid\nmetric: eval/fgsm\nparams:\n"
+                     "  objective.lambda1: {values: [0.1, 1.0]}\n  objective.lambda2: {values: [0.05, 0.5]}\n")
     outcome = run_sweep(SweepOptions(
-        preset="demo", space=str(ROOT / "aadscale/presets/sweeps/demo-lambdas.yaml"), name="demo4",
+        preset="demo", space=str(space), name="demo4",
         num_cpus=2, workers_per_trial=1, cpus_per_worker=0.99, metric="eval/fgsm",
         overrides=[f"log.dir={tmp_path}", *TINY]))
     rows = outcome.rows
