@@ -1,4 +1,4 @@
-"""channels_last (NHWC) against contiguous NCHW: the layout is kept, the numbers agree within float tolerance."""
+"""channels_last (NHWC) against contiguous NCHW: the layout is kept, the numbers agree to float tolerance."""
 from __future__ import annotations
 
 import copy
@@ -93,7 +93,8 @@ def test_training_step_agrees(pair, objective):
         out["loss"].backward()
         grads = [p.grad.clone() for p in net.parameters()]
         opt.step()
-        results.append((out["loss"].detach(), grads, [p.detach() - b for p, b in zip(net.parameters(), before)]))
+        updates = [p.detach() - b for p, b in zip(net.parameters(), before)]
+        results.append((out["loss"].detach(), grads, updates))
     (loss, grads, updates), (loss_cl, grads_cl, updates_cl) = results
     assert all(is_cl(p) for p in twin.parameters() if p.dim() == 4)  # the optimiser kept the layout
     torch.testing.assert_close(loss_cl, loss, rtol=1e-5, atol=0)

@@ -126,7 +126,7 @@ def export_model(engine, cfg: Config, path: Path, ctx: DistContext) -> None:
 
 def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
                  deepspeed_config_path: str | None, layout: str):
-    """The model under DeepSpeed, with its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
+    """The model under DeepSpeed, its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
     import deepspeed
     model = models.build(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained or False,
                          in_channels=cfg.model.in_channels, dropout=cfg.model.dropout).to(ctx.device)

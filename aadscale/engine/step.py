@@ -1,4 +1,4 @@
-"""One training step's maths: the training attack (eval mode, ``attack.precision``) then the objective (train mode)."""
+"""One training step's maths: the training attack (eval mode, attack.precision) then the objective (train mode)."""
 from __future__ import annotations
 
 import contextlib

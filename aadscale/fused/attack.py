@@ -37,9 +37,10 @@ def pgd_last(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 def clean_adv_cams(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                    layer: str | None = None, dtype: torch.dtype | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode Grad-CAMs of ``x`` and ``x_adv`` toward ``y`` (no graph kept), float32 or under ``dtype`` autocast."""
+    """Eval-mode Grad-CAMs of ``x`` and ``x_adv`` toward ``y`` (no graph kept), float32 maps; ``dtype``: autocast."""
     with eval_mode(model), attack_autocast(x.device.type, dtype):
-        return grad_cam(model, x.detach().float(), y, layer).float(), grad_cam(model, x_adv, y, layer).float()
+        cams = grad_cam(model, x.detach().float(), y, layer), grad_cam(model, x_adv, y, layer)
+    return cams[0].float(), cams[1].float()
 
 
 def pgd_with_cams(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,

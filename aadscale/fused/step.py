@@ -109,7 +109,7 @@ class AdversarialStep:
             self._pixels = torch.minimum(self._pixels[0], lo), torch.maximum(self._pixels[1], hi)
 
     def check_pixels(self) -> None:
-        """Raise the pixel-range error if any batch so far had pixels outside [0, 1] or NaN (one device sync)."""
+        """Raise the pixel-range error if a batch so far had pixels outside [0, 1] or NaN (one device sync)."""
         if self._pixels is not None:
             check_pixel_range(*self._pixels)
 
