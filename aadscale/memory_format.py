@@ -8,14 +8,10 @@ CHOICES = ("auto", *MEMORY_FORMATS)
 
 
 def resolve_memory_format(name: str, device: torch.device | str) -> str:
-    """The format that runs: ``auto`` is channels_last on CUDA (cuDNN's NHWC kernels), contiguous elsewhere."""
+    """The format that runs: ``auto`` is channels_last on CUDA, contiguous elsewhere."""
     if name not in CHOICES:
         raise ValueError(f"memory format {name!r} must be one of {list(CHOICES)}")
     if name == "auto":
         return "channels_last" if torch.device(device).type == "cuda" else "contiguous"
     return name
 
-
-def is_in_format(x: torch.Tensor, name: str) -> bool:
-    """True if ``x`` is laid out in memory format ``name`` (a 4-D tensor for channels_last)."""
-    return x.is_contiguous(memory_format=MEMORY_FORMATS[name])
