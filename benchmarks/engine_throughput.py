@@ -6,7 +6,7 @@
         --images 256 --backend torch data.batch_size=32 data.image_size=32     # a CPU smoke run
 
 Without ``--data`` the training split is ``--images`` JPEGs of 8 classes at ImageNet sizes: 32
-distinct photos per class (``aadscale.data.photos``), hard-linked up to the count, so decoding
+distinct photos per class (``aadscale.data.photos``) hard-linked up to the count, so decoding
 costs what real photos cost (``model.num_classes=8``; ``model.pretrained`` is off: no network).
 The run logs every ``--log-every`` steps; the first ``--skip`` steps (capture, cuDNN autotuning,
 start-up) are left out. Per logged step: ``step`` images/s (attack + objective + backward +
@@ -16,7 +16,6 @@ time + data wait). Evaluation is cut to clean accuracy on 256 images, and only a
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -30,17 +29,10 @@ from aadscale.config import load_config  # noqa: E402
 from aadscale.data.photos import write_photo_folder  # noqa: E402
 from aadscale.logging import read_events  # noqa: E402
 
-DISTINCT_PER_CLASS = 32
-
-
 def synthetic_imagenet(root: Path, images: int, classes: int = 8) -> Path:
-    """``root/train``: ``images`` JPEGs (distinct photos hard-linked up to the count); ``root/val``: 256."""
+    """``root/train``: ``images`` JPEGs (32 distinct per class, hard-linked up to the count); ``root/val``: 256."""
     write_photo_folder(root, split="val", classes=classes, per_class=256 // classes, seed=1)
-    write_photo_folder(root, split="train", classes=classes, per_class=DISTINCT_PER_CLASS, seed=0)
-    for c in range(classes):
-        folder = root / "train" / f"c{c}"
-        for i in range(DISTINCT_PER_CLASS, images // classes):
-            os.link(folder / f"c{c}_{i % DISTINCT_PER_CLASS:05d}.JPEG", folder / f"c{c}_{i:05d}.JPEG")
+    write_photo_folder(root, split="train", classes=classes, per_class=images // classes, seed=0, distinct=32)
     return root
 
 

@@ -265,3 +265,11 @@ def test_dali_writes_channels_last_directly_torch_stays_nchw(tmp_path):
     assert images.is_contiguous()
     with pytest.raises(ValueError, match="memory_format='nhwc' must be one of"):
         load(tmp_path, "val", memory_format="nhwc", **kw)
+
+
+def test_photo_folder_hard_links_beyond_the_distinct_photos(tmp_path):
+    write_photo_folder(tmp_path, classes=2, per_class=5, sizes=((60, 45),), distinct=2)
+    files = sorted((tmp_path / "train" / "c1").iterdir())
+    assert len(files) == 5
+    inodes = [f.stat().st_ino for f in files]
+    assert inodes[0] != inodes[1] and inodes[2::2] == [inodes[0]] * 2 and inodes[3] == inodes[1]
