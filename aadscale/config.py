@@ -12,7 +12,11 @@ from typing import Any
 
 import yaml
 
+from aadscale.memory_format import CHOICES as MEMORY_FORMAT_CHOICES
+from aadscale.precision import AUTOCAST
+
 PRESET_DIR = Path(__file__).parent / "presets"
+FUSED_OPTIMIZERS = ("sgd", "adamw")  # torch has no fused RMSprop
 
 
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
@@ -55,6 +59,9 @@ class AttackConfig:
     eps: float = _opt(8 / 255, min=0.0, max=1.0)
     alpha: float = _opt(0.0, min=0.0, max=1.0, doc="step size; 0 = 2.5*eps/steps (eps for one step)")
     steps: int = _opt(3, min=1)
+    precision: str = _opt("fp32", choices=tuple(AUTOCAST),
+                          doc="the training attack's forwards: float32, or under bf16/fp16 autocast; "
+                              "evaluation attacks are always float32")
 
 
 @dataclass
@@ -84,6 +91,9 @@ class OptimConfig:
     decay_epochs: float = _opt(2.0, min=0.0, doc="... every decay_epochs epochs")
     warmup_steps: int = _opt(0, min=0)
     grad_clip: float = _opt(0.0, min=0.0, doc="max gradient norm; 0 = off")
+    implementation: str = _opt("auto", choices=("auto", "foreach", "fused", "loop"),
+                               doc="torch's optimiser kernels: auto (torch's choice: foreach on CUDA, "
+                                   "a loop over tensors on CPU), foreach, fused (sgd, adamw) or loop")
 
 
 @dataclass
@@ -93,7 +103,7 @@ class TrainConfig:
     max_steps: int = _opt(0, min=0, doc="stop after this many optimiser steps; 0 = no limit")
     seed: int = _opt(0, min=0)
     grad_accum: int = _opt(1, min=1)
-    precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"))
+    precision: str = _opt("fp32", choices=tuple(AUTOCAST))
     zero_stage: int = _opt(0, choices=(0, 1, 2, 3))
     checkpoint_every: int = _opt(0, min=0, doc="steps between checkpoints; 0 = only at epoch ends")
     keep_checkpoints: int = _opt(2, min=1)
@@ -101,6 +111,9 @@ class TrainConfig:
     step_mode: str = _opt("eager", choices=("eager", "graph", "compile", "auto"),
                           doc="training attack: eager, CUDA graph, torch.compile, or auto "
                               "(graph on CUDA, eager elsewhere)")
+    memory_format: str = _opt("auto", choices=MEMORY_FORMAT_CHOICES,
+                              doc="weights and batches: channels_last (NHWC), contiguous (NCHW), or "
+                                  "auto (channels_last on CUDA, contiguous elsewhere)")
 
 
 @dataclass
@@ -244,6 +257,13 @@ def _check(obj: Any, where: str = "") -> None:
             raise ValueError(f"{path}={value!r} must be <= {meta['max']}")
 
 
+def check_fused_optimizer(optim: OptimConfig) -> None:
+    """Refuse ``optim.implementation=fused`` for an optimiser torch has no fused kernel for."""
+    if optim.implementation == "fused" and optim.name not in FUSED_OPTIMIZERS:
+        raise ValueError(f"optim.implementation=fused is not available for optim.name={optim.name!r} "
+                         f"(only {', '.join(FUSED_OPTIMIZERS)}); use foreach or auto")
+
+
 def validate(cfg: Config) -> Config:
     """Check every field's rule and the cross-field constraints; raise ValueError naming the field."""
     _check(cfg)
@@ -256,6 +276,7 @@ def validate(cfg: Config) -> Config:
     from aadscale.evaluate import parse_attack_name  # late: evaluate imports the attacks
     for name in cfg.eval.attacks:
         parse_attack_name(str(name))
+    check_fused_optimizer(cfg.optim)
     if cfg.attack.name == "none" and cfg.objective.name != "plain":
         raise ValueError(f"objective.name={cfg.objective.name!r} needs a training attack; "
                          "set attack.name to pgd, fgsm_rs or step_ll, or objective.name=plain")

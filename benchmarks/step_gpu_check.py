@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/step_gpu_check.py            # exits 1 on any failure, 2 without CUDA
 
-Per model: a full batch twice, an SGD update of the weights in place, the full batch again
-and a smaller last batch, in eager and in graph mode from generators with the same seed.
+Per model, in NCHW with a float32 attack and in channels_last with a bf16 attack (the
+ImageNet presets' choice on CUDA): a full batch twice, an SGD update of the weights in place,
+the full batch again and a smaller last batch, in eager and in graph mode from generators
+with the same seed; the eager step must equal the engine's ``training_attack`` bitwise.
 Tolerance: adversarial pixels equal to 1e-6 except at most 0.1 % of them (a sign flip of a
 near-zero input gradient moves a pixel by 2 alpha), maps to rtol 1e-4 / atol 1e-5 of
 their maximum on the images whose adversarial twins agree, generator states equal.
@@ -15,8 +17,11 @@ import sys
 
 import torch
 
-from aadscale import attacks, models
+from aadscale import models
+from aadscale.config import AttackConfig
+from aadscale.engine.step import training_attack
 from aadscale.fused import AdversarialStep
+from aadscale.memory_format import MEMORY_FORMATS
 
 EPS = 8 / 255
 
@@ -40,22 +45,25 @@ def compare(name: str, eager, graph) -> list[str]:
     return errors
 
 
-def check(model_name: str, size: int, batch: int, last: int, steps: int) -> list[str]:
+def check(model_name: str, size: int, batch: int, last: int, steps: int, memory_format: str,
+          precision: str) -> list[str]:
     torch.manual_seed(0)
     device = torch.device("cuda")
-    model = models.build(model_name, 10).to(device)
-    x = torch.rand(batch, 3, size, size, device=device)
+    layout = MEMORY_FORMATS[memory_format]
+    model = models.build(model_name, 10).to(device, memory_format=layout)
+    x = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,), device=device)
-    eager = AdversarialStep(model, eps=EPS, steps=steps, mode="eager")
-    graph = AdversarialStep(model, eps=EPS, steps=steps, mode="auto")
+    eager = AdversarialStep(model, eps=EPS, steps=steps, mode="eager", precision=precision)
+    graph = AdversarialStep(model, eps=EPS, steps=steps, mode="auto", precision=precision)
+    model_name = f"{model_name} {memory_format} attack {precision}"
     errors = [] if graph.mode == "graph" else [f"{model_name}: auto picked {graph.mode}, not graph"]
     g_e = torch.Generator(device=device).manual_seed(1)
     g_g = torch.Generator(device=device).manual_seed(1)
-    ref = attacks.pgd(model, x, y, eps=EPS, steps=steps, keep_best=False,
-                      generator=torch.Generator(device=device).manual_seed(1))
+    ref = training_attack(model, x, y, AttackConfig(name="pgd", eps=EPS, steps=steps, precision=precision),
+                          torch.Generator(device=device).manual_seed(1))
     first_e = eager(x, y, g_e)
     if not torch.equal(ref, first_e.x_adv):
-        errors.append(f"{model_name}: eager step differs from attacks.pgd on CUDA")
+        errors.append(f"{model_name}: eager step differs from the engine's training_attack on CUDA")
     errors += compare(f"{model_name} call 1", first_e, graph(x, y, g_g))
     errors += compare(f"{model_name} call 2", eager(x, y, g_e), graph(x, y, g_g))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)  # in-place update: the graph must see it
@@ -81,8 +89,9 @@ def main() -> None:
         sys.exit(2)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     errors = []
-    for model_name, size, batch, last in (("resnet9_small", 32, 32, 20), ("resnet50", 224, 16, 5)):
-        errors += check(model_name, size, batch, last, args.steps)
+    for memory_format, precision in (("contiguous", "fp32"), ("channels_last", "bf16")):
+        for model_name, size, batch, last in (("resnet9_small", 32, 32, 20), ("resnet50", 224, 16, 5)):
+            errors += check(model_name, size, batch, last, args.steps, memory_format, precision)
     print("\n".join(["FAIL " + e for e in errors] or ["PASS: graph mode matches eager"]))
     sys.exit(1 if errors else 0)
 

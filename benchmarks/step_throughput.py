@@ -3,12 +3,16 @@
     .venv/bin/python benchmarks/step_throughput.py --model resnet9_small --image-size 32 --batch 32
     .venv/bin/python benchmarks/step_throughput.py --model resnet50 --image-size 224 \
         --batch 32 64 128 --precision bf16            # on a GPU: eager, compile, graph
+    .venv/bin/python benchmarks/step_throughput.py --model resnet50 --image-size 224 --batch 128 \
+        --precision bf16 --memory-formats contiguous channels_last --attack-precisions fp32 bf16
 
 Each step is compared with its floor: model FLOPs per image (FlopCounterMode) x passes per
-step / the device's measured matmul rate. Passes are counted in forward costs: an attack
-step (forward + input gradient) is 2, a training forward + backward is 3, a Grad-CAM
-(forward + gradient to the layer) is 2. The attack runs in float32 (as in the engine), the
-training part in ``--precision``. The optimiser is plain SGD (no DeepSpeed).
+step / the device's measured matmul rate in that pass's precision. Passes are counted in
+forward costs: an attack step (forward + input gradient) is 2, a training forward + backward
+is 3, a Grad-CAM (forward + gradient to the layer) is 2. The attack runs in each of
+``--attack-precisions`` (the engine's ``attack.precision``, float32 by default), the training
+part in ``--precision``; weights and batch in each of ``--memory-formats``
+(``train.memory_format``). The optimiser is plain SGD (no DeepSpeed).
 """
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from aadscale import models
-from aadscale.engine.step import AUTOCAST, compute_loss
+from aadscale.engine.step import compute_loss
 from aadscale.fused import AdversarialStep
+from aadscale.memory_format import MEMORY_FORMATS
 from aadscale.objectives import build_objective
+from aadscale.precision import AUTOCAST
 
 EPS = 8 / 255
 # step kind -> (objective, attack forward-costs per PGD step, fixed attack costs, training costs)
@@ -105,13 +111,48 @@ def seconds_per_step(step, x, y, g, warmup: int, iters: int, device: torch.devic
     return min(times)
 
 
+def variant_rows(args, model, x0: torch.Tensor, y: torch.Tensor, fmt: str, attack_precision: str,
+                 modes: list[str], rates: dict[str, float], flops: float, plain_s: dict) -> None:
+    """Time every kind and mode for one (memory format, attack precision) and print a row each."""
+    device, batch = x0.device, x0.shape[0]
+    model.to(memory_format=MEMORY_FORMATS[fmt])
+    x = x0.contiguous(memory_format=MEMORY_FORMATS[fmt])
+    eager_s: dict[str, float] = {}
+    for kind in args.kinds:
+        if kind == "plain" and fmt in plain_s:
+            continue  # plain has no attack: once per memory format
+        attack_passes, train_passes = passes(kind, args.steps)
+        floor_s = batch * flops * (attack_passes / rates[attack_precision]
+                                   + train_passes / rates[args.precision])
+        for mode in (["-"] if kind == "plain" else modes):
+            attack = None if kind == "plain" else AdversarialStep(
+                model, eps=EPS, steps=args.steps, mode=mode, cams=kind == "attack+cams",
+                precision=attack_precision)
+            g = torch.Generator(device=device).manual_seed(0)
+            s = seconds_per_step(make_step(kind, model, attack, args.precision), x, y, g,
+                                 args.warmup, args.iters, device)
+            if kind == "plain":
+                plain_s[fmt] = s
+            eager_s.setdefault(kind, s)
+            ratio = (f"{s / plain_s[fmt]:.2f} ({(attack_passes + train_passes) / 3:.2f})"
+                     if fmt in plain_s else "-")
+            print(f"| {batch} | {fmt} | {'-' if kind == 'plain' else attack_precision} | {kind} | {mode} "
+                  f"| {attack_passes} + {train_passes} | {1000 * s:.1f} | {batch / s:.1f} "
+                  f"| {batch / floor_s:.1f} | {100 * floor_s / s:.0f} % | {ratio} | {eager_s[kind] / s:.2f}x |",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet9_small")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch", type=int, nargs="+", default=[32])
     parser.add_argument("--steps", type=int, default=3, help="PGD steps k")
-    parser.add_argument("--precision", default="fp32", choices=sorted(AUTOCAST))
+    parser.add_argument("--precision", default="fp32", choices=list(AUTOCAST), help="training forwards")
+    parser.add_argument("--attack-precisions", nargs="+", default=["fp32"], choices=list(AUTOCAST),
+                        help="the attack's forwards (attack.precision); each one is a variant")
+    parser.add_argument("--memory-formats", nargs="+", default=["contiguous"], choices=list(MEMORY_FORMATS),
+                        help="weights and batch (train.memory_format); each one is a variant")
     parser.add_argument("--modes", nargs="+", default=None,
                         help="default: eager compile, plus graph on CUDA")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
@@ -128,37 +169,24 @@ def main() -> None:
     model = models.build(args.model, 10).to(device)
     flops = flops_per_image(model, args.image_size, device)
     n = args.matmul_size or (8192 if device.type == "cuda" else 2048)
-    rate32 = matmul_rate(device, torch.float32, n)
-    rate_train = rate32 if args.precision == "fp32" else matmul_rate(device, AUTOCAST[args.precision], n)
+    rates = {p: matmul_rate(device, AUTOCAST[p] or torch.float32, n)
+             for p in {"fp32", args.precision, *args.attack_precisions}}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
-    print(f"{args.model} {args.image_size} px, PGD-{args.steps}, training in {args.precision} "
-          f"(attack float32), {name}, torch {torch.__version__}")
-    print(f"forward {flops / 1e9:.3f} GFLOP/image; matmul {n}^3: {rate32 / 1e12:.3f} TFLOP/s float32"
-          + (f", {rate_train / 1e12:.3f} TFLOP/s {args.precision}" if args.precision != "fp32" else ""))
-    print("| batch | step | mode | passes (attack + train) | ms/step | images/s | floor images/s "
-          "| % of floor | cost / plain (predicted) | vs eager |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"{args.model} {args.image_size} px, PGD-{args.steps}, training in {args.precision}, "
+          f"{name}, torch {torch.__version__}")
+    print(f"forward {flops / 1e9:.3f} GFLOP/image; matmul {n}^3 TFLOP/s: "
+          + ", ".join(f"{p} {r / 1e12:.3f}" for p, r in sorted(rates.items())))
+    print("| batch | format | attack | step | mode | passes (attack + train) | ms/step | images/s "
+          "| floor images/s | % of floor | cost / plain (predicted) | vs eager |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for batch in args.batch:
         x = torch.rand(batch, model.in_channels, args.image_size, args.image_size, device=device)
         y = torch.randint(0, 10, (batch,), device=device)
-        plain_s, eager_s = None, {}
-        for kind in args.kinds:
-            attack_passes, train_passes = passes(kind, args.steps)
-            floor_s = batch * flops * (attack_passes / rate32 + train_passes / rate_train)
-            for mode in (["-"] if kind == "plain" else modes):
-                attack = None if kind == "plain" else AdversarialStep(
-                    model, eps=EPS, steps=args.steps, mode=mode, cams=kind == "attack+cams")
-                g = torch.Generator(device=device).manual_seed(0)
-                s = seconds_per_step(make_step(kind, model, attack, args.precision), x, y, g,
-                                     args.warmup, args.iters, device)
-                plain_s = s if kind == "plain" else plain_s
-                eager_s.setdefault(kind, s)
-                ratio = (f"{s / plain_s:.2f} ({(attack_passes + train_passes) / 3:.2f})"
-                         if plain_s and kind != "plain" else "1.00 (1.00)" if kind == "plain" else "-")
-                print(f"| {batch} | {kind} | {mode} | {attack_passes} + {train_passes} | {1000 * s:.1f} "
-                      f"| {batch / s:.1f} | {batch / floor_s:.1f} | {100 * floor_s / s:.0f} % | {ratio} "
-                      f"| {eager_s[kind] / s:.2f}x |", flush=True)
+        plain_s: dict[str, float] = {}
+        for fmt in args.memory_formats:
+            for attack_precision in args.attack_precisions:
+                variant_rows(args, model, x, y, fmt, attack_precision, modes, rates, flops, plain_s)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ margin must cover the extreme in the direction the assertion forbids.
 
     .venv/bin/python benchmarks/test_margins.py --model-seeds 5 --attack-seeds 5
     ATEN_CPU_CAPABILITY=avx2 .venv/bin/python benchmarks/test_margins.py   # another kernel set
+    .venv/bin/python benchmarks/test_margins.py --checks precision         # only some checks
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aadscale import attacks  # noqa: E402
 from aadscale.attention import grad_cam, iou, topk_mask  # noqa: E402
+from aadscale.config import AttackConfig  # noqa: E402
+from aadscale.engine.step import training_attack  # noqa: E402
 from aadscale.evaluate import TABLE6, robust_accuracy  # noqa: E402
 from aadscale.evaluate.suite import evaluate_suite  # noqa: E402
 from tests.conftest import accuracy, digits_split, train_digits_model  # noqa: E402
@@ -67,6 +70,16 @@ def a3_gap(model, x, y, seed: int) -> dict[str, float]:
     return out
 
 
+def precision(model, x, y, seed: int) -> dict[str, float]:
+    """tests/test_attacks.py: the training PGD-10 under bf16 autocast vs float32, same start, all images."""
+    def acc(prec: str, start: int) -> float:
+        cfg = AttackConfig(name="pgd", eps=EPS, steps=10, precision=prec)
+        return accuracy(model, training_attack(model, x, y, cfg, torch.Generator().manual_seed(start)), y)
+    fp32 = acc("fp32", seed)
+    return {"prec pgd10 bf16-fp32": acc("bf16", seed) - fp32,
+            "prec pgd10 fp32 other start-fp32": acc("fp32", seed + 1000) - fp32}
+
+
 def suite(model, x, y, seed: int) -> dict[str, float]:
     """tests/test_evaluate_suite.py: PGD-5/10/20 and APGD-20 on a 256-image subset."""
     import tempfile
@@ -106,15 +119,20 @@ def analysis(model_seed: int) -> dict[str, float]:
             "ana fooled of 64, pgd10 eps .3": sum(r["fooled"] for r in rec4)}
 
 
+CHECKS = {"table6": table6, "strength": strength, "a3": a3_gap, "suite": suite, "precision": precision}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-seeds", type=int, default=5)
     ap.add_argument("--attack-seeds", type=int, default=5)
+    ap.add_argument("--checks", nargs="+", default=list(CHECKS) + ["analysis"],
+                    choices=list(CHECKS) + ["analysis"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     xtr, ytr, xte, yte = digits_split()
     values: dict[str, list[float]] = defaultdict(list)
-    checks: list[Callable] = [table6, strength, a3_gap, suite]
+    checks: list[Callable] = [CHECKS[name] for name in args.checks if name in CHECKS]
     t0 = time.time()
     for ms in range(args.model_seeds):
         model = train_digits_model(xtr, ytr, seed=ms)
@@ -122,7 +140,7 @@ def main() -> None:
             for check in checks:
                 for k, v in check(model, xte, yte, s).items():
                     values[k].append(v)
-        for k, v in analysis(ms).items():
+        for k, v in (analysis(ms) if "analysis" in args.checks else {}).items():
             values[k].append(v)
         print(f"model seed {ms} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     print(f"{args.model_seeds} model seeds x {args.attack_seeds} attack seeds; "

@@ -31,6 +31,9 @@ def test_layers_override_in_order():
     ("eval.attacks=clean,pgd", "give a step count"),
     ("noequals", "must look like section.field=value"),
     ("train.zero_stage=4", "train.zero_stage=4 is not valid"),
+    ("train.memory_format=nhwc", "train.memory_format='nhwc' is not valid; choose one of"),
+    ("attack.precision=fp8", "attack.precision='fp8' is not valid; choose one of"),
+    ("optim.implementation=fast", "optim.implementation='fast' is not valid"),
 ])
 def test_invalid_values_name_the_field(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -250,3 +250,26 @@ def test_dali_graph_places_outputs_on_the_requested_device(device):
                                                  device=device, train=train, augment="inception",
                                                  size=8, resize=9)
             assert [node.device for node in outputs] == [device, device]
+
+
+def test_dali_writes_channels_last_directly_torch_stays_nchw(tmp_path):
+    write_photo_folder(tmp_path, split="val", classes=2, per_class=3, sizes=((80, 60), (60, 80)))
+    kw = dict(batch_size=6, image_size=32)
+    nchw, labels = next(iter(load(tmp_path, "val", backend="dali-cpu", **kw)))
+    nhwc, labels_cl = next(iter(load(tmp_path, "val", backend="dali-cpu", memory_format="channels_last", **kw)))
+    assert nhwc.shape == nchw.shape == (6, 3, 32, 32) and torch.equal(labels, labels_cl)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    assert torch.equal(nhwc, nchw)  # the same pixels, only the strides differ
+    # the torch backend hands over NCHW; the copy to the device converts (the engine's x.to)
+    images, _ = next(iter(load(tmp_path, "val", backend="torch", memory_format="channels_last", **kw)))
+    assert images.is_contiguous()
+    with pytest.raises(ValueError, match="memory_format='nhwc' must be one of"):
+        load(tmp_path, "val", memory_format="nhwc", **kw)
+
+
+def test_photo_folder_hard_links_beyond_the_distinct_photos(tmp_path):
+    write_photo_folder(tmp_path, classes=2, per_class=5, sizes=((60, 45),), distinct=2)
+    files = sorted((tmp_path / "train" / "c1").iterdir())
+    assert len(files) == 5
+    inodes = [f.stat().st_ino for f in files]
+    assert inodes[0] != inodes[1] and inodes[2::2] == [inodes[0]] * 2 and inodes[3] == inodes[1]

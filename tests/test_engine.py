@@ -141,7 +141,32 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, demo_root):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_trains_with_finite_losses(tmp_path, demo_root, precision):
-    fit(small_cfg(tmp_path, demo_root, f"train.precision={precision}", "train.max_steps=2",
-                  "log.image_every=0", "eval.attacks=clean"))
+    fit(small_cfg(tmp_path, demo_root, f"train.precision={precision}", f"attack.precision={precision}",
+                  "train.max_steps=2", "log.image_every=0", "eval.attacks=clean"))
     losses = [v for _, v in read_events(tmp_path / "run" / "tb")["scalars"]["train/loss"]]
     assert len(losses) == 2 and all(abs(v) < 1e3 for v in losses)
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_channels_last_run_trains_in_that_layout(tmp_path, demo_root, monkeypatch, zero_stage):
+    seen = []
+    real = loop.compute_loss
+
+    def spy(model, objective, x, y, x_adv, precision):
+        out = real(model, objective, x, y, x_adv, precision)
+        layout = [t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+                  for t in (model.net.prep[0].weight, x, x_adv)]
+        seen.append((layout, out["loss"].item()))
+        return out
+
+    monkeypatch.setattr(loop, "compute_loss", spy)
+    common = ["train.max_steps=2", "log.image_every=0", "eval.attacks=clean", "train.checkpoint_every=0",
+              "objective.name=madry", f"train.zero_stage={zero_stage}"]
+    fit(small_cfg(tmp_path / "cl", demo_root, *common, "train.memory_format=channels_last"))
+    fit(small_cfg(tmp_path / "nchw", demo_root, *common, "train.memory_format=contiguous"))
+    (cl, nchw) = seen[:2], seen[2:]
+    # ZeRO 1-3 keep the weights in DeepSpeed's flat NCHW buffers; the batches carry the layout
+    assert [layout for layout, _ in cl] == [[zero_stage == 0, True, True]] * 2
+    assert [layout for layout, _ in nchw] == [[False, False, False]] * 2
+    # the first step starts from the same weights and images (later PGD steps may flip a pixel)
+    assert cl[0][1] == pytest.approx(nchw[0][1], rel=1e-4)

@@ -104,6 +104,46 @@ def test_bad_inputs_are_refused(batch):
         AdversarialStep(model, eps=EPS, steps=1, other_shapes="pad")
 
 
+def test_pixel_range_checked_at_once_on_the_first_call_then_at_check_pixels(batch):
+    model, x, y = batch
+    step = AdversarialStep(model, eps=EPS, steps=1)
+    with pytest.raises(ValueError, match=r"pixel values must be in \[0, 1\]"):
+        step(x * 2 + 0.5, y)  # the first call checks before any work
+    step(x, y)
+    step.check_pixels()  # in range so far
+    assert step(x * 2 + 0.5, y).x_adv.shape == x.shape  # later calls do not sync: recorded only
+    with pytest.raises(ValueError, match=r"got \[0.000, 2.500\]"):  # the range over every batch since
+        step.check_pixels()
+    nan = x.clone()
+    nan[1, 0, 0, 0] = float("nan")
+    step = AdversarialStep(model, eps=EPS, steps=1)
+    step(x, y)
+    step(nan, y)
+    with pytest.raises(ValueError, match="pixel values must be in"):
+        step.check_pixels()
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                             ("fp16", torch.float16)])
+def test_attack_precision_autocasts_the_training_attack_only(batch, precision, dtype):
+    model, x, y = batch
+    seen = []
+    hook = model.net.layer3.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+    cfg = AttackConfig(name="pgd", eps=EPS, steps=2, precision=precision)
+    out = AdversarialStep(model, eps=EPS, steps=2, precision=precision)(x, y, torch.Generator().manual_seed(2))
+    assert set(seen) == {dtype}  # the PGD steps and both maps
+    assert out.x_adv.dtype == out.cam_clean.dtype == torch.float32
+    assert (out.x_adv - x).abs().max() <= EPS + 1e-6 and out.x_adv.min() >= 0 and out.x_adv.max() <= 1
+    assert torch.equal(out.x_adv, training_attack(model, x, y, cfg, torch.Generator().manual_seed(2)))
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # an evaluation attack inside a caller's autocast
+        attacks.pgd(model, x, y, eps=EPS, steps=1)
+    hook.remove()
+    assert set(seen) == {torch.float32}
+    with pytest.raises(ValueError, match="precision 'fp8' must be one of"):
+        AdversarialStep(model, eps=EPS, steps=1, precision="fp8")
+
+
 def test_attacks_without_fused_step():
     model = models.build("tinyconv", 10)
     assert from_attack_config(model, AttackConfig(name="none")) is None

@@ -25,8 +25,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = was_training
 
 
-def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
-    """Reject what would make an attack silently wrong: shapes, label dtype, eps, pixel range."""
+def check_shapes(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+    """Reject shapes, label dtypes and eps that would make an attack silently wrong (no device sync)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
         raise ValueError(f"x must be a float tensor [N, C, H, W], got "
                          f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
@@ -36,10 +36,26 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
                          f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}")
     if not (eps >= 0 and eps <= 1):
         raise ValueError(f"eps={eps} must be in [0, 1] (pixel space, e.g. 8/255)")
-    lo, hi = torch.aminmax(x.detach())  # one sync per attack, not per step
+
+
+def check_pixel_range(lo: torch.Tensor, hi: torch.Tensor) -> None:
+    """Refuse pixels outside [0, 1] (or NaN) given their minimum and maximum; one device sync."""
     if not (lo >= 0 and hi <= 1):  # also catches NaN
         raise ValueError(f"pixel values must be in [0, 1], got [{lo.item():.3f}, {hi.item():.3f}]; "
                          "pass un-normalised images: normalisation is the model's first layer")
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+    """Reject what would make an attack silently wrong: shapes, label dtype, eps, pixel range."""
+    check_shapes(x, y, eps)
+    check_pixel_range(*torch.aminmax(x.detach()))  # one sync per attack, not per step
+
+
+def attack_autocast(device_type: str, dtype: torch.dtype | None = None) -> torch.autocast:
+    """Autocast off (float32: every evaluation attack), or autocast to ``dtype`` (a training attack)."""
+    if dtype is None:
+        return torch.autocast(device_type, enabled=False)
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def default_alpha(eps: float, steps: int) -> float:
@@ -72,12 +88,15 @@ def ascend(objective: AttackObjective, threat: LinfStep, x_adv: torch.Tensor, st
 
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: AttackObjective, *,
                eps: float, alpha: float | None, steps: int, random_start: bool, restarts: int,
-               keep_best: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+               keep_best: bool, generator: torch.Generator | None = None,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
     """Ascend ``objective`` by signed-gradient steps in the eps ball; return the worst point found.
 
     Runs in eval mode and float32 (autocast off). With ``keep_best`` the clean point and
     every iterate are candidates; across restarts the candidate that fools the model, else
-    has the highest loss, is kept per sample.
+    has the highest loss, is kept per sample. ``dtype`` (bf16/fp16) runs the forwards under
+    autocast instead: for the training attack only (``attack.precision``); the iterates
+    stay float32, and every evaluation attack leaves it None.
     """
     check_inputs(x, y, eps)
     if steps < 1 or restarts < 1:
@@ -88,7 +107,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: At
     x = x.detach().float()
     y = y.to(x.device)
     track = keep_best or restarts > 1
-    with eval_mode(model), torch.autocast(x.device.type, enabled=False), torch.enable_grad():
+    with eval_mode(model), attack_autocast(x.device.type, dtype), torch.enable_grad():
         threat = LinfStep(x, eps, alpha)
         best_x = x.clone()
         best_fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)

@@ -16,6 +16,7 @@ from aadscale.data.demo import DEFAULT_DEMO_ROOT, ensure_demo_data
 from aadscale.data.loader import Loader
 from aadscale.data.sources import list_images
 from aadscale.data.torch_backend import ArrayDataset, FileDataset, TorchLoader
+from aadscale.memory_format import MEMORY_FORMATS
 
 log = logging.getLogger("aadscale.data")
 
@@ -105,7 +106,8 @@ def build_dataset(root: str | os.PathLike, split: str, *, image_size: int, datas
 def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch", batch_size: int,
                  image_size: int, rank: int = 0, world_size: int = 1, dataset: str = "folder",
                  train: bool | None = None, seed: int = 0, workers: int = 2, val_resize: int = 0,
-                 augment: str | None = None, cache_dir: str | os.PathLike | None = None) -> Loader:
+                 augment: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 memory_format: str = "contiguous") -> Loader:
     """Batches of ``(images float32 [0, 1] NCHW, labels int64)`` of ``split`` for ``rank`` of ``world_size``.
 
     ``batch_size`` is per rank. ``train`` (default: split starts with 'train') shuffles from
@@ -113,10 +115,16 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     permutation (from seed) and keeps the last partial batch. ``augment`` defaults per dataset
     (inception for imagenet/folder, pad-crop for cifar10, none for mnist and demo).
     ``cache_dir`` holds the DALI backends' list of corrupt files (default $AADSCALE_CACHE).
+    ``memory_format`` (``contiguous`` or ``channels_last``): the DALI backends write that layout
+    directly; the torch backend always hands over NCHW batches (pinned when CUDA is there),
+    which the copy to the device converts (``Tensor.to(device, memory_format=...)``), so the
+    layout never costs a host copy.
     """
     if batch_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; got "
                          f"batch_size={batch_size}, rank={rank}, world_size={world_size}")
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format={memory_format!r} must be one of {list(MEMORY_FORMATS)}")
     root, augment, resize = _resolve(root, dataset, image_size, val_resize, augment)
     train = split.startswith("train") if train is None else train
     name = resolve_backend(backend, dataset)
@@ -136,7 +144,7 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
             loader = DaliLoader(files, device=name.removeprefix("dali-"), workers=workers,
                                 augment=augment, image_size=image_size, resize=resize,
                                 cache_dir=Path(cache_dir) if cache_dir else None,
-                                num_classes=files.num_classes, **common)
+                                memory_format=memory_format, num_classes=files.num_classes, **common)
     log.info("data backend %s%s: %s split %r of %s, rank %d/%d, %d samples, %d batches of %d",
              name, " (auto)" if backend == "auto" else "", dataset, split, root, rank, world_size,
              loader.num_samples, len(loader), batch_size)

@@ -15,6 +15,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class Loader(abc.ABC):
     """``(images, labels)`` batches of one rank: float32 [0, 1] NCHW and int64, resumable mid-epoch.
 
+    NCHW names the dimensions; the strides are channels_last where a DALI backend was asked for it.
+
     Finishing an epoch moves to the next one; ``set_epoch`` with another epoch starts that epoch
     from its first batch, with the current epoch it keeps the position (so it may follow
     ``load_state_dict``). ``state_dict()["batch"]`` counts batches already handed out.

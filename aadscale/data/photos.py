@@ -19,14 +19,21 @@ def load_photo(name: str) -> Image.Image:
 
 
 def write_photo_folder(root: str | os.PathLike, *, split: str = "train", classes: int = 2,
-                       per_class: int = 4, sizes=IMAGENET_SIZES, seed: int = 0) -> Path:
-    """``root/split/c<k>/*.JPEG``: random crops of the sample photos resized to ``sizes`` (w, h) in turn."""
+                       per_class: int = 4, sizes=IMAGENET_SIZES, seed: int = 0, distinct: int = 0) -> Path:
+    """``root/split/c<k>/*.JPEG``: random crops of the sample photos resized to ``sizes`` (w, h) in turn.
+
+    ``distinct > 0``: only that many JPEGs per class are encoded; the rest are hard links to
+    them in turn (as costly to decode, much faster to make: for benchmarks that need thousands).
+    """
     rng = np.random.default_rng(seed)
     photos = [load_photo(name) for name in PHOTOS]
     for c in range(classes):
         folder = Path(root) / split / f"c{c}"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
+            if distinct and i >= distinct:
+                os.link(folder / f"c{c}_{i % distinct:05d}.JPEG", folder / f"c{c}_{i:05d}.JPEG")
+                continue
             photo = photos[(c * per_class + i) % len(photos)]
             width, height = photo.size
             w, h = int(width * rng.uniform(0.6, 1)), int(height * rng.uniform(0.6, 1))

@@ -27,6 +27,7 @@ from aadscale.engine.step import compute_loss, training_attack
 from aadscale.evaluate import robust_accuracy
 from aadscale.fused import from_attack_config
 from aadscale.logging import Progress, RunFolder, TBLogger, cam_grid, default_run_name, flatten
+from aadscale.memory_format import MEMORY_FORMATS, resolve_memory_format
 from aadscale.objectives import build_objective
 
 log = logging.getLogger("aadscale.engine")
@@ -67,12 +68,13 @@ def data_root(cfg: Config, ctx: DistContext) -> str:
     return root
 
 
-def build_data(cfg: Config, ctx: DistContext, root: str):
-    """Train loader (per-rank micro-batches) and the held-out evaluation loader."""
+def build_data(cfg: Config, ctx: DistContext, root: str, layout: str):
+    """Train loader (per-rank micro-batches) and the held-out evaluation loader, batches in ``layout``."""
     micro = micro_batch_size(cfg.data.batch_size, ctx.world_size, cfg.train.grad_accum)
     common = dict(backend=cfg.data.backend, image_size=cfg.data.image_size, rank=ctx.rank,
                   world_size=ctx.world_size, dataset=cfg.data.dataset, seed=cfg.train.seed,
-                  workers=cfg.data.workers, val_resize=cfg.data.val_resize)
+                  workers=cfg.data.workers, val_resize=cfg.data.val_resize,
+                  memory_format=layout)
     train = build_loader(root, cfg.data.train_split, batch_size=micro, **common)
     val = build_loader(root, cfg.data.val_split, batch_size=cfg.eval.batch_size, train=False, **common)
     if train.num_classes != cfg.model.num_classes:
@@ -123,8 +125,8 @@ def export_model(engine, cfg: Config, path: Path, ctx: DistContext) -> None:
 
 
 def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
-                 deepspeed_config_path: str | None):
-    """The model under DeepSpeed, with its optimiser and learning-rate schedule."""
+                 deepspeed_config_path: str | None, layout: str):
+    """The model under DeepSpeed, its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
     import deepspeed
     model = models.build(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained or False,
                          in_channels=cfg.model.in_channels, dropout=cfg.model.dropout).to(ctx.device)
@@ -134,6 +136,14 @@ def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
               else deepspeed_config(cfg, ctx.world_size))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_cfg)
+    # After initialize: DeepSpeed broadcasts parameters as flat bytes, which needs NCHW ones.
+    # Under ZeRO 1-3 the parameters are views of DeepSpeed's flat buffers (or partitions), so
+    # they stay NCHW and the activations carry the layout (a convolution follows its input).
+    if cfg.train.zero_stage == 0:
+        engine.module.to(memory_format=MEMORY_FORMATS[layout])
+    if ctx.is_main:
+        log.info("memory format %s (train.memory_format=%s), weights %s", layout, cfg.train.memory_format,
+                 layout if cfg.train.zero_stage == 0 else "contiguous (ZeRO's flat buffers)")
     return engine, scheduler
 
 
@@ -162,14 +172,15 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     if resume is None and checkpointer.latest() is not None:
         raise ValueError(f"{run.path} already holds checkpoints; pass --resume auto to continue "
                          "it or choose another --name")
-    train_loader, val_loader = build_data(cfg, ctx, data_root(cfg, ctx))
+    layout = resolve_memory_format(cfg.train.memory_format, ctx.device)
+    train_loader, val_loader = build_data(cfg, ctx, data_root(cfg, ctx), layout)
     if ctx.is_main:
         run.write_config(cfg)
         log.info("run folder %s, %d rank(s), data backend %s", run.path, ctx.world_size,
                  train_loader.backend)
 
     steps_per_epoch = len(train_loader) // cfg.train.grad_accum
-    engine, scheduler = build_engine(cfg, ctx, steps_per_epoch, deepspeed_config_path)
+    engine, scheduler = build_engine(cfg, ctx, steps_per_epoch, deepspeed_config_path, layout)
     generator = torch.Generator(device=ctx.device).manual_seed(cfg.train.seed * 1000 + ctx.rank)
     pos = Position()
     tag = checkpointer.latest() if resume == "auto" else resume
@@ -197,6 +208,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     def save(tag_name: str) -> Path:
         nonlocal saved_at
         saved_at = pos.step
+        if attack_step is not None:
+            attack_step.check_pixels()  # never save a state trained on out-of-range pixels unnoticed
         client = {"position": vars(pos).copy(), "loader": train_loader.state_dict(),
                   "config": to_dict(cfg)}
         folder = checkpointer.save(engine, tag_name, client, generator)
@@ -209,7 +222,9 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
             train_loader.set_epoch(pos.epoch)
             t_data = time.perf_counter()
             for x, y in train_loader:
-                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+                # the one layout conversion, on the device (a no-op for DALI's channels_last batches)
+                x = x.to(ctx.device, non_blocking=True, memory_format=MEMORY_FORMATS[layout])
+                y = y.to(ctx.device, non_blocking=True)
                 t_step = time.perf_counter()
                 net.train()
                 x_adv = (attack_step(x, y, generator).x_adv if attack_step is not None
@@ -229,6 +244,8 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
                     continue
                 pos.step += 1
                 if pos.step % cfg.log.scalar_every == 0 or pos.step == max_steps:
+                    if attack_step is not None:
+                        attack_step.check_pixels()  # deferred from every step to this sync point
                     metrics = reduce_terms(out, y, ctx.world_size)
                     now = time.perf_counter()
                     metrics.update(lr=scheduler.get_last_lr()[0],

@@ -6,20 +6,33 @@ from typing import Iterable
 
 import torch
 
-from aadscale.config import OptimConfig
+from aadscale.config import OptimConfig, check_fused_optimizer
+
+# optim.implementation -> the keyword arguments torch's optimisers take for it
+IMPLEMENTATIONS = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True},
+                   "loop": {"foreach": False}}
+
+
+def implementation_kwargs(cfg: OptimConfig) -> dict[str, bool]:
+    """``foreach`` / ``fused`` for torch's optimiser from ``optim.implementation``."""
+    if cfg.implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"optim.implementation={cfg.implementation!r} must be one of {list(IMPLEMENTATIONS)}")
+    check_fused_optimizer(cfg)
+    return IMPLEMENTATIONS[cfg.implementation]
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """SGD with momentum, AdamW or RMSprop (the paper's ImageNet choice) from ``cfg``."""
     params = [p for p in params if p.requires_grad]
+    kernels = implementation_kwargs(cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.momentum > 0)
+                               nesterov=cfg.momentum > 0, **kernels)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, alpha=0.9, eps=1.0,
-                                   weight_decay=cfg.weight_decay)
+                                   weight_decay=cfg.weight_decay, **kernels)
     raise ValueError(f"optim.name={cfg.name!r} must be sgd, adamw or rmsprop")
 
 

@@ -31,7 +31,7 @@ def from_attack_config(model: nn.Module, cfg: AttackConfig, mode: str = "eager",
         return None
     if cfg.name == "pgd":
         return AdversarialStep(model, eps=cfg.eps, alpha=cfg.alpha or None, steps=cfg.steps,
-                               mode=mode, cams=cams)
+                               mode=mode, cams=cams, precision=cfg.precision)
     # fgsm_rs (Wong et al.) is PGD-1 from a random start with a 1.25 eps step
     return AdversarialStep(model, eps=cfg.eps, alpha=cfg.alpha or 1.25 * cfg.eps, steps=1,
-                           mode=mode, cams=cams)
+                           mode=mode, cams=cams, precision=cfg.precision)

@@ -9,9 +9,10 @@ import time
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import check_inputs, default_alpha
+from aadscale.attacks.loop import check_pixel_range, check_shapes, default_alpha
 from aadscale.fused.attack import StepOutput, clean_adv_cams, pgd_last, pgd_with_cams
 from aadscale.fused.graph import CapturedCall
+from aadscale.precision import autocast_dtype
 
 log = logging.getLogger("aadscale.fused")
 
@@ -48,11 +49,17 @@ class AdversarialStep:
     graph node) or ``auto`` (graph on CUDA, falling back to eager if capture fails; eager
     elsewhere). ``other_shapes``: a batch of a new shape is captured too (``capture``) or
     runs eagerly (``eager``; e.g. the smaller last batch). ``cams=False`` skips the maps.
+    ``precision`` ``bf16``/``fp16`` runs the step's forwards under autocast (``attack.precision``,
+    for a training attack only); ``fp32`` (default) in float32.
+
+    The first call checks the pixel range at once (one device sync); later calls only record
+    it on the device, and ``check_pixels()`` raises the same error for them where the caller
+    syncs anyway (the engine: when it logs and when it saves).
     """
 
     def __init__(self, model: nn.Module, *, eps: float, steps: int, alpha: float | None = None,
                  mode: str = "eager", layer: str | None = None, cams: bool = True,
-                 other_shapes: str = "capture", warmup: int = 3) -> None:
+                 other_shapes: str = "capture", warmup: int = 3, precision: str = "fp32") -> None:
         if steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
         alpha = default_alpha(eps, steps) if alpha is None else alpha
@@ -66,28 +73,45 @@ class AdversarialStep:
         self.requested, self.other_shapes, self.warmup = mode, other_shapes, warmup
         device = next(model.parameters()).device
         self.mode = resolve_mode(mode, device, is_zero3_partitioned(model))
-        self._pgd = functools.partial(pgd_last, model, eps=eps, alpha=alpha, steps=steps)
+        self.dtype = autocast_dtype(precision)
+        self._pgd = functools.partial(pgd_last, model, eps=eps, alpha=alpha, steps=steps, dtype=self.dtype)
         self._fn = functools.partial(pgd_with_cams, model, eps=eps, alpha=alpha, steps=steps,
-                                     layer=layer, cams=cams)
+                                     layer=layer, cams=cams, dtype=self.dtype)
+        self._pixels: tuple[torch.Tensor, torch.Tensor] | None = None  # running (min, max) on the device
         self._compiled = torch.compile(self._pgd, dynamic=False) if self.mode == "compile" else None
         self._graphs: dict[tuple, CapturedCall] = {}
         self._weights: tuple[int, ...] = ()
         self._pool = None
-        log.info("adversarial step: mode %s (asked %s) on %s, PGD-%d, maps %s",
-                 self.mode, mode, device, steps, "on" if cams else "off")
+        log.info("adversarial step: mode %s (asked %s) on %s, PGD-%d, maps %s, %s",
+                 self.mode, mode, device, steps, "on" if cams else "off", precision)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> StepOutput:
         """The adversarial twin of ``(x, y)`` and, with ``cams``, both maps; ``generator`` seeds the start."""
-        check_inputs(x, y, self.eps)
+        check_shapes(x, y, self.eps)
+        self._record_pixels(x)
         y = y.to(x.device)
         if self.mode == "graph":
             return self._graphed(x, y, generator)
         if self.mode == "compile":
             x_adv = self._compiled(x, y, generator=generator)
-            cams = clean_adv_cams(self.model, x, x_adv, y, self.layer) if self.cams else (None, None)
+            cams = (clean_adv_cams(self.model, x, x_adv, y, self.layer, self.dtype) if self.cams
+                    else (None, None))
             return StepOutput(x_adv, *cams)
         return self._eager(x, y, generator)
+
+    def _record_pixels(self, x: torch.Tensor) -> None:
+        lo, hi = torch.aminmax(x.detach())
+        if self._pixels is None:
+            check_pixel_range(lo, hi)  # the first batch: a clear error before any work
+            self._pixels = lo, hi
+        else:  # no sync in the hot path: torch.minimum/maximum keep a NaN for check_pixels
+            self._pixels = torch.minimum(self._pixels[0], lo), torch.maximum(self._pixels[1], hi)
+
+    def check_pixels(self) -> None:
+        """Raise the pixel-range error if a batch so far had pixels outside [0, 1] or NaN (one device sync)."""
+        if self._pixels is not None:
+            check_pixel_range(*self._pixels)
 
     def _eager(self, x, y, generator) -> StepOutput:
         return self._fn(x, y, generator=generator)

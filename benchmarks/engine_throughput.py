@@ -1,0 +1,92 @@
+"""Images/s of the whole engine (data, attack, objective, DeepSpeed step) on a preset, from its TensorBoard log.
+
+    .venv/bin/python benchmarks/engine_throughput.py --preset imagenet-resnet50 --backend dali-gpu
+    .venv/bin/python benchmarks/engine_throughput.py --preset imagenet-resnet50 --data /data/imagenet
+    .venv/bin/python benchmarks/engine_throughput.py --preset demo --launcher python --steps 6 \
+        --images 256 --backend torch data.batch_size=32 data.image_size=32     # a CPU smoke run
+
+Without ``--data`` the training split is ``--images`` JPEGs of 8 classes at ImageNet sizes: 32
+distinct photos per class (``aadscale.data.photos``) hard-linked up to the count, so decoding
+costs what real photos cost (``model.num_classes=8``; ``model.pretrained`` is off: no network).
+The run logs every ``--log-every`` steps; the first ``--skip`` steps (capture, cuDNN autotuning,
+start-up) are left out. Per logged step: ``step`` images/s (attack + objective + backward +
+optimiser, timed to a device sync) and the data wait before it; ``end to end`` = batch / (step
+time + data wait). Evaluation is cut to clean accuracy on 256 images, and only at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aadscale.config import load_config  # noqa: E402
+from aadscale.data.photos import write_photo_folder  # noqa: E402
+from aadscale.logging import read_events  # noqa: E402
+
+def synthetic_imagenet(root: Path, images: int, classes: int = 8) -> Path:
+    """``root/train``: ``images`` JPEGs (32 distinct per class, hard-linked up to the count); ``root/val``: 256."""
+    write_photo_folder(root, split="val", classes=classes, per_class=256 // classes, seed=1)
+    write_photo_folder(root, split="train", classes=classes, per_class=images // classes, seed=0, distinct=32)
+    return root
+
+
+def command(args, data: Path, log_dir: Path) -> list[str]:
+    """The launcher command: the preset, the benchmark's overrides, then the user's."""
+    overrides = [f"data.backend={args.backend}", f"train.max_steps={args.steps}", f"log.dir={log_dir}",
+                 "log.name=engine", f"log.scalar_every={args.log_every}", "log.image_every=0",
+                 "eval.every_epochs=0", "eval.attacks=clean", "eval.subset=256", "train.checkpoint_every=0"]
+    if not args.data:
+        overrides += ["data.dataset=imagenet", "model.num_classes=8", "model.pretrained="]
+    overrides += args.overrides
+    launcher = (["deepspeed", "--num_gpus", "1"] if args.launcher == "deepspeed" else [sys.executable])
+    return launcher + [str(ROOT / "launchers" / "train_imagenet.py"), "--preset", args.preset,
+                       "--data", str(data), *overrides]
+
+
+def summarize(log_dir: Path, batch: int, skip: int) -> dict[str, float]:
+    """Median step images/s, data wait and end-to-end images/s over the logged steps after ``skip``."""
+    scalars = read_events(log_dir / "engine" / "tb")["scalars"]
+    rate = {s: v for s, v in scalars["train/images_per_s"] if s > skip}
+    wait = {s: v for s, v in scalars["train/data_wait_s"] if s > skip}
+    if not rate:
+        raise SystemExit(f"no logged step after step {skip}: raise --steps or lower --skip")
+    end_to_end = [batch / (batch / rate[s] + wait[s]) for s in rate]
+    return {"steps": len(rate), "step": statistics.median(rate.values()),
+            "wait": statistics.median(wait.values()), "end_to_end": statistics.median(end_to_end)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="imagenet-resnet50")
+    parser.add_argument("--data", default="", help="an ImageNet-layout folder; default: synthetic JPEGs")
+    parser.add_argument("--backend", default="dali-gpu", help="data.backend")
+    parser.add_argument("--images", type=int, default=8192, help="synthetic training JPEGs")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--skip", type=int, default=10, help="steps left out as start-up")
+    parser.add_argument("--log-every", type=int, default=2)
+    parser.add_argument("--launcher", default="deepspeed", choices=["deepspeed", "python"])
+    parser.add_argument("--timeout", type=int, default=300, help="seconds for the training run")
+    parser.add_argument("overrides", nargs="*", help="section.field=value, after the benchmark's own")
+    args = parser.parse_args()
+    batch = load_config(args.preset, args.overrides).data.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data) if args.data else synthetic_imagenet(Path(tmp) / "data", args.images)
+        log_dir = Path(tmp) / "runs"
+        cmd = command(args, data, log_dir)
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, timeout=args.timeout)
+        r = summarize(log_dir, batch, args.skip)
+    print(f"| preset | backend | batch | logged steps | step images/s | data wait s | end-to-end images/s |\n"
+          f"| --- | --- | --- | --- | --- | --- | --- |\n"
+          f"| {args.preset} | {args.backend} | {batch} | {r['steps']} | {r['step']:.0f} | {r['wait']:.3f} "
+          f"| {r['end_to_end']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
