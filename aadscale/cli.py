@@ -7,6 +7,7 @@ import pkgutil
 import sys
 
 import aadscale.commands
+from aadscale.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,11 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse and run; a ValueError is a user error, printed without a traceback."""
+    """Parse and run; bad input (``InputError``) is printed without a traceback, anything else keeps it."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except ValueError as err:
+    except InputError as err:
         print(f"aadscale {args.command}: error: {err}", file=sys.stderr)
         return 2
 

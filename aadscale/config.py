@@ -8,11 +8,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from aadscale.attacks.registry import TRAINING_ATTACKS, parse_attack_name
+from aadscale.attacks.threat import check_eps
+from aadscale.attention.masks import parse_theta
+from aadscale.errors import InputError
 from aadscale.memory_format import CHOICES as MEMORY_FORMAT_CHOICES
+from aadscale.objectives.registry import OBJECTIVES, objective_kind
 from aadscale.precision import AUTOCAST
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -20,9 +25,10 @@ FUSED_OPTIMIZERS = ("sgd", "adamw")  # torch has no fused RMSprop
 
 
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
-         max: float | None = None, doc: str = "") -> Any:
-    """A dataclass field carrying its validation rule in metadata."""
-    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+         max: float | None = None, check: Callable[[Any, str], Any] | None = None, doc: str = "") -> Any:
+    """A dataclass field carrying its validation rule in metadata (``check(value, path)`` returns
+    the value, parsed, or raises InputError)."""
+    meta = {"choices": choices, "min": min, "max": max, "check": check, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -55,8 +61,8 @@ class DataConfig:
 @dataclass
 class AttackConfig:
     """The training attack (L-inf, pixel space)."""
-    name: str = _opt("pgd", choices=("pgd", "fgsm_rs", "step_ll", "none"))
-    eps: float = _opt(8 / 255, min=0.0, max=1.0)
+    name: str = _opt("pgd", choices=tuple(TRAINING_ATTACKS))
+    eps: float = _opt(8 / 255, check=check_eps)
     alpha: float = _opt(0.0, min=0.0, max=1.0, doc="step size; 0 = 2.5*eps/steps (eps for one step)")
     steps: int = _opt(3, min=1)
     precision: str = _opt("fp32", choices=tuple(AUTOCAST),
@@ -67,16 +73,17 @@ class AttackConfig:
 @dataclass
 class ObjectiveConfig:
     """The defense objective: base (plain, Madry, ALP) and the AAD attention terms."""
-    name: str = _opt("madry+aad", choices=("plain", "madry", "alp", "madry+aad", "alp+aad"))
+    name: str = _opt("madry+aad", choices=tuple(OBJECTIVES))
     lambda1: float = _opt(1.0, min=0.0, doc="weight of the rectification term")
     lambda2: float = _opt(1.0, min=0.0, doc="weight of the preservation term")
     beta: float = _opt(0.5, min=0.0, doc="ALP logit-pairing weight")
     cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))
     cam_weights: str = _opt("full", choices=("full", "detach"))
-    theta: str = _opt("mean", doc="attention threshold: 'mean' or a number")
+    theta: str | float = _opt("mean", check=parse_theta, doc="attention threshold: 'mean' or a number")
     bn_stats: str = _opt("base", choices=("base", "clean", "adv", "both"),
                          doc="AAD: the forwards that update BatchNorm running statistics; 'base' = "
                              "those the base trains on (madry: adv, alp: both); masked never")
+    cam_layer: str = _opt("", doc="Grad-CAM layer of the AAD terms; '' = the model's .cam_layer")
 
 
 @dataclass
@@ -120,8 +127,9 @@ class TrainConfig:
 class EvalConfig:
     """Robust evaluation on a held-out subset during and after training."""
     every_epochs: int = _opt(1, min=0, doc="0 = only at the end")
-    attacks: list = _opt(["clean", "fgsm", "pgd10"])
-    eps: float = _opt(8 / 255, min=0.0, max=1.0)
+    attacks: list = _opt(["clean", "fgsm", "pgd10"], check=lambda names, path: [
+        parse_attack_name(str(n)).name for n in names])
+    eps: float = _opt(8 / 255, check=check_eps)
     subset: int = _opt(256, min=1)
     batch_size: int = _opt(64, min=1)
 
@@ -160,11 +168,11 @@ def load_preset(name_or_path: str) -> dict:
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"preset {name_or_path!r} not found; shipped presets: "
+        raise InputError(f"preset {name_or_path!r} not found; shipped presets: "
                          f"{', '.join(list_presets())}, or give a path to a .yaml file")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"preset {path} must hold a mapping, got {type(data).__name__}")
+        raise InputError(f"preset {path} must hold a mapping, got {type(data).__name__}")
     data.setdefault("preset", path.stem)
     return data
 
@@ -175,7 +183,7 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like section.field=value")
+            raise InputError(f"override {item!r} must look like section.field=value")
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -198,25 +206,25 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
+        raise InputError(f"{where}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or
                                            (isinstance(value, float) and value.is_integer())):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise InputError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise InputError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
+            raise InputError(f"{where}: expected a string, got {value!r}")
         return "" if value is None else str(value)
     if tp is list or origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise InputError(f"{where}: expected a list, got {value!r}")
         return list(value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
@@ -227,7 +235,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
+        raise InputError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -236,7 +244,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
-            raise ValueError(f"unknown config field {path!r}{hint}")
+            raise InputError(f"unknown config field {path!r}{hint}")
         kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
 
@@ -250,36 +258,29 @@ def _check(obj: Any, where: str = "") -> None:
             continue
         meta = f.metadata
         if meta.get("choices") is not None and value not in meta["choices"]:
-            raise ValueError(f"{path}={value!r} is not valid; choose one of {list(meta['choices'])}")
+            raise InputError(f"{path}={value!r} is not valid; choose one of {list(meta['choices'])}")
         if meta.get("min") is not None and value < meta["min"]:
-            raise ValueError(f"{path}={value!r} must be >= {meta['min']}")
+            raise InputError(f"{path}={value!r} must be >= {meta['min']}")
         if meta.get("max") is not None and value > meta["max"]:
-            raise ValueError(f"{path}={value!r} must be <= {meta['max']}")
+            raise InputError(f"{path}={value!r} must be <= {meta['max']}")
+        if meta.get("check") is not None:
+            setattr(obj, f.name, meta["check"](value, path))
 
 
 def check_fused_optimizer(optim: OptimConfig) -> None:
     """Refuse ``optim.implementation=fused`` for an optimiser torch has no fused kernel for."""
     if optim.implementation == "fused" and optim.name not in FUSED_OPTIMIZERS:
-        raise ValueError(f"optim.implementation=fused is not available for optim.name={optim.name!r} "
+        raise InputError(f"optim.implementation=fused is not available for optim.name={optim.name!r} "
                          f"(only {', '.join(FUSED_OPTIMIZERS)}); use foreach or auto")
 
 
 def validate(cfg: Config) -> Config:
-    """Check every field's rule and the cross-field constraints; raise ValueError naming the field."""
+    """Check every field's rule and the cross-field constraints; raise InputError naming the field."""
     _check(cfg)
-    theta = cfg.objective.theta
-    if theta != "mean":
-        try:
-            float(theta)
-        except ValueError:
-            raise ValueError(f"objective.theta={theta!r} must be 'mean' or a number") from None
-    from aadscale.evaluate import parse_attack_name  # late: evaluate imports the attacks
-    for name in cfg.eval.attacks:
-        parse_attack_name(str(name))
     check_fused_optimizer(cfg.optim)
-    if cfg.attack.name == "none" and cfg.objective.name != "plain":
-        raise ValueError(f"objective.name={cfg.objective.name!r} needs a training attack; "
-                         "set attack.name to pgd, fgsm_rs or step_ll, or objective.name=plain")
+    if cfg.attack.name == "none" and objective_kind(cfg.objective.name).needs_attack:
+        raise InputError(f"objective.name={cfg.objective.name!r} needs a training attack; set attack.name "
+                         f"to one of {[k for k, v in TRAINING_ATTACKS.items() if v]}, or objective.name=plain")
     return cfg
 
 

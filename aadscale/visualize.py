@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from aadscale.attention.masks import resize
+from aadscale.errors import InputError
 
 
 def jet(t: torch.Tensor) -> torch.Tensor:
@@ -27,11 +28,11 @@ def overlay(images: torch.Tensor, cams: torch.Tensor, alpha: float = 0.5) -> tor
     Grey images (C = 1) are shown in RGB.
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be [N, 1 or 3, H, W], got shape {tuple(images.shape)}")
+        raise InputError(f"images must be [N, 1 or 3, H, W], got shape {tuple(images.shape)}")
     if cams.dim() != 3 or cams.shape[0] != images.shape[0]:
-        raise ValueError(f"cams must be [N, h, w] with N={images.shape[0]}, got {tuple(cams.shape)}")
+        raise InputError(f"cams must be [N, h, w] with N={images.shape[0]}, got {tuple(cams.shape)}")
     if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha={alpha} must be in [0, 1]")
+        raise InputError(f"alpha={alpha} must be in [0, 1]")
     rgb = images.detach().float().expand(-1, 3, -1, -1).clamp(0, 1)
     maps = resize(normalize_maps(cams.detach()), rgb.shape[-2:])
     heat = jet(maps).permute(0, 3, 1, 2)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from aadscale.config import load_config  # noqa: E402
 from aadscale.data.photos import write_photo_folder  # noqa: E402
-from aadscale.logging import read_events  # noqa: E402
+from aadscale.tracking import read_events  # noqa: E402
+
 
 def synthetic_imagenet(root: Path, images: int, classes: int = 8) -> Path:
     """``root/train``: ``images`` JPEGs (32 distinct per class, hard-linked up to the count); ``root/val``: 256."""

@@ -5,7 +5,7 @@
 Per model, in NCHW with a float32 attack and in channels_last with a bf16 attack (the
 ImageNet presets' choice on CUDA): a full batch twice, an SGD update of the weights in place,
 the full batch again and a smaller last batch, in eager and in graph mode from generators
-with the same seed; the eager step must equal the engine's ``training_attack`` bitwise.
+with the same seed; the eager step must equal the eager attack loop (``run_attack``) bitwise.
 Tolerance: adversarial pixels equal to 1e-6 except at most 0.1 % of them (a sign flip of a
 near-zero input gradient moves a pixel by 2 alpha), maps to rtol 1e-4 / atol 1e-5 of
 their maximum on the images whose adversarial twins agree, generator states equal.
@@ -18,10 +18,11 @@ import sys
 import torch
 
 from aadscale import models
-from aadscale.config import AttackConfig
-from aadscale.engine.step import training_attack
+from aadscale.attacks.ascent import run_attack
+from aadscale.attacks.standard import ce_objective
 from aadscale.fused import AdversarialStep
 from aadscale.memory_format import MEMORY_FORMATS
+from aadscale.precision import autocast_dtype
 
 EPS = 8 / 255
 
@@ -59,11 +60,12 @@ def check(model_name: str, size: int, batch: int, last: int, steps: int, memory_
     errors = [] if graph.mode == "graph" else [f"{model_name}: auto picked {graph.mode}, not graph"]
     g_e = torch.Generator(device=device).manual_seed(1)
     g_g = torch.Generator(device=device).manual_seed(1)
-    ref = training_attack(model, x, y, AttackConfig(name="pgd", eps=EPS, steps=steps, precision=precision),
-                          torch.Generator(device=device).manual_seed(1))
+    ref = run_attack(model, x, y, ce_objective(model, y), eps=EPS, alpha=None, steps=steps, random_start=True,
+                     restarts=1, keep_best=False, generator=torch.Generator(device=device).manual_seed(1),
+                     dtype=autocast_dtype(precision))
     first_e = eager(x, y, g_e)
     if not torch.equal(ref, first_e.x_adv):
-        errors.append(f"{model_name}: eager step differs from the engine's training_attack on CUDA")
+        errors.append(f"{model_name}: eager step differs from the eager attack loop on CUDA")
     errors += compare(f"{model_name} call 1", first_e, graph(x, y, g_g))
     errors += compare(f"{model_name} call 2", eager(x, y, g_e), graph(x, y, g_g))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)  # in-place update: the graph must see it

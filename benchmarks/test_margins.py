@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aadscale import attacks  # noqa: E402
 from aadscale.attention import grad_cam, iou, topk_mask  # noqa: E402
 from aadscale.config import AttackConfig  # noqa: E402
-from aadscale.engine.step import training_attack  # noqa: E402
+from aadscale.engine.step import build_training_attack  # noqa: E402
 from aadscale.evaluate import TABLE6, robust_accuracy  # noqa: E402
 from aadscale.evaluate.suite import evaluate_suite  # noqa: E402
 from tests.conftest import accuracy, digits_split, train_digits_model  # noqa: E402
@@ -74,7 +74,7 @@ def precision(model, x, y, seed: int) -> dict[str, float]:
     """tests/test_attacks.py: the training PGD-10 under bf16 autocast vs float32, same start, all images."""
     def acc(prec: str, start: int) -> float:
         cfg = AttackConfig(name="pgd", eps=EPS, steps=10, precision=prec)
-        return accuracy(model, training_attack(model, x, y, cfg, torch.Generator().manual_seed(start)), y)
+        return accuracy(model, build_training_attack(model, cfg)(x, y, torch.Generator().manual_seed(start)).x_adv, y)
     fp32 = acc("fp32", seed)
     return {"prec pgd10 bf16-fp32": acc("bf16", seed) - fp32,
             "prec pgd10 fp32 other start-fp32": acc("fp32", seed + 1000) - fp32}
@@ -83,6 +83,7 @@ def precision(model, x, y, seed: int) -> dict[str, float]:
 def suite(model, x, y, seed: int) -> dict[str, float]:
     """tests/test_evaluate_suite.py: PGD-5/10/20 and APGD-20 on a 256-image subset."""
     import tempfile
+
     from torch.utils.data import TensorDataset
     with tempfile.TemporaryDirectory() as out:
         r = evaluate_suite(model, TensorDataset(x, y), out, eps=EPS,
@@ -95,9 +96,10 @@ def suite(model, x, y, seed: int) -> dict[str, float]:
 
 def analysis(model_seed: int) -> dict[str, float]:
     """tests/test_analysis_study.py: the pasted-object net, trained with ``model_seed``."""
+    import torch.nn.functional as F
+
     from aadscale.analysis import StudyOptions, study_batch
     from tests.test_analysis_study import gap_net, pasted
-    import torch.nn.functional as F
     torch.manual_seed(model_seed)
     xt, yt, _ = pasted(512, seed=1)
     model = gap_net()

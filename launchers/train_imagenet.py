@@ -11,6 +11,7 @@ import sys
 
 from aadscale.config import list_presets, load_config
 from aadscale.engine import fit
+from aadscale.errors import InputError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.preset, args.overrides, extra=extra)
         result = fit(cfg, resume=args.resume, deepspeed_config_path=args.deepspeed_config)
-    except ValueError as err:
+    except InputError as err:  # bad input; a library's own error keeps its traceback
         print(f"train_imagenet: error: {err}", file=sys.stderr)
         return 2
     print(f"finished at step {result['step']}; run folder {result['run_dir']}")

@@ -7,20 +7,18 @@ import torch
 from aadscale import attacks, models
 from aadscale.attention import grad_cam, iou, topk_mask
 from aadscale.config import AttackConfig
-from aadscale.engine.step import training_attack
+from aadscale.engine.step import build_training_attack
 from tests.conftest import accuracy
 
 EPS = 0.1
+# every evaluation column kind of the registry (2 steps or queries where it takes a count), restarts,
+# and every training attack as the engine builds it
+COLUMNS = [k + ("2" if kind.counted else "") for k, kind in attacks.KINDS.items() if k != "clean"] + ["pgd2x2"]
 ALL = {
-    "fgsm": lambda m, x, y, **k: attacks.fgsm(m, x, y, **k),
-    "fgsm_rs": lambda m, x, y, **k: attacks.fgsm(m, x, y, random_start=True, **k),
-    "step_ll": lambda m, x, y, **k: attacks.step_ll(m, x, y, **k),
-    "iter_step_ll": lambda m, x, y, **k: attacks.iter_step_ll(m, x, y, steps=3, **k),
-    "pgd": lambda m, x, y, **k: attacks.pgd(m, x, y, steps=3, **k),
-    "pgd_restarts": lambda m, x, y, **k: attacks.pgd(m, x, y, steps=2, restarts=2, **k),
-    "cw": lambda m, x, y, **k: attacks.cw(m, x, y, steps=3, **k),
-    "a3_pgd": lambda m, x, y, **k: attacks.a3(m, x, y, base="pgd", steps=2, **k),
-    "a3_iter_step_ll": lambda m, x, y, **k: attacks.a3(m, x, y, base="iter_step_ll", steps=2, **k),
+    **{c: lambda m, x, y, c=c, **k: attacks.run_column(m, x, y, c, **k) for c in COLUMNS},
+    **{f"train_{name}": lambda m, x, y, name=name, **k: build_training_attack(
+        m, AttackConfig(name=name, eps=k["eps"], steps=2))(x, y).x_adv
+       for name, spec in attacks.TRAINING_ATTACKS.items() if spec is not None},
 }
 
 
@@ -93,8 +91,8 @@ def test_strength_order_on_trained_digits(digits, digits_model):
 def test_bf16_training_pgd10_no_weaker_than_float32(digits, digits_model):
     _, _, x, y = digits
     m = digits_model
-    acc = {p: accuracy(m, training_attack(m, x, y, AttackConfig(name="pgd", eps=EPS, steps=10, precision=p),
-                                          torch.Generator().manual_seed(0)), y) for p in ("fp32", "bf16")}
+    acc = {p: accuracy(m, build_training_attack(m, AttackConfig(name="pgd", eps=EPS, steps=10, precision=p))(
+        x, y, torch.Generator().manual_seed(0)).x_adv, y) for p in ("fp32", "bf16")}
     # bf16 - fp32, same start, 297 images x 5 model x 6 start seeds x 2 kernel sets (test_margins.py): -0.010..+0.013
     # (std 0.005); fp32 from another start differs by -0.017..+0.024 (std 0.010): the margin is 3 std of that
     assert acc["bf16"] <= acc["fp32"] + 0.03
@@ -158,3 +156,11 @@ def test_a3_moves_attention_further_than_its_base(digits, digits_model):
         a3_adv = attacks.a3(m, x, y, base=base, eps=eps, steps=5, gamma=10.0,
                             generator=torch.Generator().manual_seed(0))
         assert top_iou(a3_adv) < top_iou(base_adv), base
+
+
+def test_registry_refuses_a_second_kind_of_one_name_and_says_its_grammar():
+    with pytest.raises(ValueError, match="registered twice"):
+        attacks.register_attack("pgd", counted="steps", summary="again")(lambda *a, **k: None)
+    with pytest.raises(ValueError, match=r"pgd<steps>.*square<queries>.*x<restarts>"):
+        attacks.parse_attack_name("deepfool10")
+    assert attacks.parse_attack_name("square100x2") == attacks.AttackSpec("square100x2", "square", 100, 2)

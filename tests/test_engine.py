@@ -9,8 +9,8 @@ import torch
 from aadscale import config as C
 from aadscale.data import ensure_demo_data
 from aadscale.engine import Callback, NonFiniteLossError, fit
-from aadscale.engine import loop
-from aadscale.logging import read_events
+from aadscale.engine import trainer as loop
+from aadscale.tracking import read_events
 
 
 @pytest.fixture(scope="session")

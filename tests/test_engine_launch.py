@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dslaunch import ROOT, run_deepspeed, run_torchrun
 
 from aadscale.data import ensure_demo_data
-from aadscale.logging import read_events
-from dslaunch import ROOT, run_deepspeed, run_torchrun
+from aadscale.tracking import read_events
 
 LAUNCHER = ROOT / "launchers" / "train_imagenet.py"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aadscale.evaluate import TABLE6, format_table, parse_attack_name, robust_accuracy
+from aadscale.attacks import parse_attack_name
+from aadscale.evaluate import TABLE6, format_table, robust_accuracy
 
 
 def test_accumulates_over_batches_like_one_batch(digits, digits_model):

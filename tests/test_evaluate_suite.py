@@ -8,10 +8,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from aadscale import models
+from aadscale.attacks import parse_attack_name, parse_eps
+from aadscale.attacks.apgd import apgd, checkpoints
 from aadscale.config import Config, to_dict
-from aadscale.evaluate.apgd import apgd, checkpoints
-from aadscale.evaluate.checkpoint import load_model, parse_eps
-from aadscale.evaluate.suite import check_column, evaluate_suite, masking_check, select_subset
+from aadscale.evaluate.loading import load_model
+from aadscale.evaluate.suite import evaluate_suite, masking_check, select_subset
 
 EPS = 0.1
 PGD = ["pgd5", "pgd10", "pgd20"]
@@ -92,15 +93,15 @@ def test_apgd_checkpoints_and_projection(digits_model, digits):
 
 
 def test_column_names():
-    assert check_column("APGD100") == "apgd100" and check_column("apgd_dlr50x2") == "apgd_dlr50x2"
-    assert check_column("a3pgd10") == "a3pgd10"
+    assert parse_attack_name("APGD100").name == "apgd100" and parse_attack_name("apgd_dlr50x2").name == "apgd_dlr50x2"
+    assert parse_attack_name("a3pgd10").name == "a3pgd10"
     with pytest.raises(ValueError, match="apgd<steps>"):
-        check_column("apgd")
+        parse_attack_name("apgd")
     with pytest.raises(ValueError, match="not understood"):
-        check_column("pgdd10")
-    assert check_column("Square1000") == "square1000" and check_column("square100x2") == "square100x2"
+        parse_attack_name("pgdd10")
+    assert parse_attack_name("Square1000").name == "square1000" and parse_attack_name("square100x2").name == "square100x2"
     with pytest.raises(ValueError, match="square<queries>"):
-        check_column("square")
+        parse_attack_name("square")
 
 
 def test_load_model_formats(tmp_path):
@@ -144,6 +145,7 @@ def _rank_worker(rank: int, port: int, out: str, state: dict) -> None:
 @pytest.mark.slow  # two spawned processes (gloo)
 def test_two_ranks_shard_batches_and_sum_counts(digits_model, digits, tmp_path):
     import socket
+
     import torch.multiprocessing as mp
     _, _, xte, yte = digits
     torch.save((xte[:40], yte[:40]), tmp_path / "data.pt")

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from aadscale import attacks, models
-from aadscale.attacks import eval_mode
+from aadscale.attacks.ascent import run_attack
+from aadscale.attacks.standard import ce_objective
 from aadscale.attention import grad_cam
 from aadscale.config import AttackConfig
-from aadscale.engine.step import training_attack
-from aadscale.fused import AdversarialStep, from_attack_config, pgd_with_cams, resolve_mode
-from aadscale.fused import step as step_module
+from aadscale.engine.step import EagerTrainingAttack, build_training_attack
+from aadscale.fused import AdversarialStep, pgd_with_cams, resolve_mode
+from aadscale.fused import adversarial_step as step_module
+from aadscale.models import eval_mode
+from aadscale.precision import autocast_dtype
 
 EPS = 8 / 255
 
@@ -50,14 +53,21 @@ def test_eager_function_equals_reference_pgd_and_grad_cam(batch, steps):
     assert out.cam_clean.shape == (6, 4, 4) and out.cam_clean.max() > 0
 
 
+REFERENCE = {  # the public attacks the engine's training attacks must equal, last iterate
+    "pgd": lambda m, x, y, g: attacks.pgd(m, x, y, eps=EPS, steps=3, keep_best=False, generator=g),
+    "fgsm_rs": lambda m, x, y, g: attacks.fgsm(m, x, y, eps=EPS, alpha=1.25 * EPS, random_start=True, generator=g),
+}
+
+
 @pytest.mark.parametrize("name,steps", [("pgd", 3), ("fgsm_rs", 1)])
 def test_step_from_config_equals_engine_training_attack(batch, name, steps):
     model, x, y = batch
     cfg = AttackConfig(name=name, eps=EPS, steps=steps)
     g_ref, g_fused = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    step = from_attack_config(model, cfg, mode="eager")
+    step = build_training_attack(model, cfg, mode="eager")
+    assert isinstance(step, AdversarialStep)
     for _ in range(2):  # the generator advances identically from call to call
-        assert torch.equal(step(x, y, g_fused).x_adv, training_attack(model, x, y, cfg, g_ref))
+        assert torch.equal(step(x, y, g_fused).x_adv, REFERENCE[name](model, x, y, g_ref))
     assert torch.equal(g_ref.get_state(), g_fused.get_state())
     assert step(x, y, g_fused).cam_clean is None  # the engine's step skips the maps
 
@@ -129,12 +139,14 @@ def test_attack_precision_autocasts_the_training_attack_only(batch, precision, d
     model, x, y = batch
     seen = []
     hook = model.net.layer3.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
-    cfg = AttackConfig(name="pgd", eps=EPS, steps=2, precision=precision)
     out = AdversarialStep(model, eps=EPS, steps=2, precision=precision)(x, y, torch.Generator().manual_seed(2))
     assert set(seen) == {dtype}  # the PGD steps and both maps
     assert out.x_adv.dtype == out.cam_clean.dtype == torch.float32
     assert (out.x_adv - x).abs().max() <= EPS + 1e-6 and out.x_adv.min() >= 0 and out.x_adv.max() <= 1
-    assert torch.equal(out.x_adv, training_attack(model, x, y, cfg, torch.Generator().manual_seed(2)))
+    eager = run_attack(model, x, y, ce_objective(model, y), eps=EPS, alpha=None, steps=2, random_start=True,
+                       restarts=1, keep_best=False, generator=torch.Generator().manual_seed(2),
+                       dtype=autocast_dtype(precision))
+    assert torch.equal(out.x_adv, eager)
     seen.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # an evaluation attack inside a caller's autocast
         attacks.pgd(model, x, y, eps=EPS, steps=1)
@@ -144,12 +156,14 @@ def test_attack_precision_autocasts_the_training_attack_only(batch, precision, d
         AdversarialStep(model, eps=EPS, steps=1, precision="fp8")
 
 
-def test_attacks_without_fused_step():
-    model = models.build("tinyconv", 10)
-    assert from_attack_config(model, AttackConfig(name="none")) is None
-    assert from_attack_config(model, AttackConfig(name="step_ll"), mode="auto") is None
-    with pytest.raises(ValueError, match="covers attack.name"):
-        from_attack_config(model, AttackConfig(name="step_ll"), mode="graph")
+def test_attacks_without_fused_step(batch):
+    model, x, y = batch
+    assert build_training_attack(model, AttackConfig(name="none")) is None
+    step_ll = build_training_attack(model, AttackConfig(name="step_ll", eps=EPS, steps=2), mode="auto")
+    assert isinstance(step_ll, EagerTrainingAttack)
+    assert torch.equal(step_ll(x, y).x_adv, attacks.step_ll(model, x, y, eps=EPS, steps=2))
+    with pytest.raises(ValueError, match="covers the PGD family"):
+        build_training_attack(model, AttackConfig(name="step_ll"), mode="graph")
 
 
 class FakeCapture:

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from aadscale import attacks, models
-from aadscale.attacks import eval_mode
 from aadscale.attention import grad_cam
 from aadscale.engine.step import compute_loss
 from aadscale.fused import AdversarialStep
 from aadscale.memory_format import resolve_memory_format
+from aadscale.models import eval_mode
 from aadscale.objectives import build_objective
 
 CL = torch.channels_last

@@ -126,3 +126,28 @@ def test_scoring_and_masked_forwards_leave_running_stats_alone(batch):
         reference(x)  # the same plain forward alone
     assert all(torch.equal(a, b) for a, b in zip(_running_stats(model).values(),
                                                   _running_stats(reference).values()))
+
+
+def test_every_objective_option_is_a_config_field_and_back():
+    import dataclasses
+    import inspect
+
+    from aadscale.config import ObjectiveConfig
+    fields = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    assert fields == set(inspect.signature(build_objective).parameters)
+    assert set(dict(ObjectiveConfig.__dataclass_fields__)["name"].metadata["choices"]) == set(objectives.OBJECTIVES)
+
+
+def test_objective_from_the_config_uses_its_layer_and_threshold(batch):
+    import dataclasses
+
+    from aadscale.config import load_config
+    model, x, y, x_adv = batch
+    model.eval()
+    cfg = load_config("demo", ["objective.theta=0.0", "objective.cam_layer=net.layer2"])
+    assert cfg.objective.theta == 0.0  # parsed once, a number
+    out = build_objective(**dataclasses.asdict(cfg.objective))(model, x, y, x_adv)
+    ref = objectives.aad(model, x, y, x_adv, lambda1=0.5, lambda2=0.05, theta=0.0, layer="net.layer2")
+    assert torch.equal(out["loss"], ref["loss"])
+    default = objectives.aad(model, x, y, x_adv, lambda1=0.5, lambda2=0.05)
+    assert not torch.equal(out["loss"], default["loss"])

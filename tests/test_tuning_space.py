@@ -11,13 +11,29 @@ import pytest
 import yaml
 
 from aadscale.config import load_config
+from aadscale.engine.checkpoint import files_of_rank
 from aadscale.tuning import SweepOptions, run_sweep
 from aadscale.tuning.plots import sensitivity_plots, sensitivity_series
-from aadscale.tuning.results import (best_row, make_row, markdown_table, rows_from_trials, trial_status,
-                                     write_best_preset, write_table)
-from aadscale.tuning.space import (check_space, load_space, objective_metrics, parse_space, pbt_mutations,
-                                   tune_space, with_choices, with_params)
-from aadscale.tuning.worker import files_of_rank, restore_tag, stage_checkpoint
+from aadscale.tuning.results import (
+    best_row,
+    make_row,
+    markdown_table,
+    rows_from_trials,
+    trial_status,
+    write_best_preset,
+    write_table,
+)
+from aadscale.tuning.space import (
+    check_space,
+    load_space,
+    objective_metrics,
+    parse_space,
+    pbt_mutations,
+    tune_space,
+    with_choices,
+    with_params,
+)
+from aadscale.tuning.worker import restore_tag, stage_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPACE = ROOT / "aadscale/presets/sweeps/demo-lambdas.yaml"

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from aadscale.errors import InputError
 from aadscale.tuning import SweepOptions, resume_sweep, run_sweep
 from aadscale.tuning.runner import SCHEDULERS
 from aadscale.tuning.space import MODES, SEARCHES
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_samples=args.num_samples, scheduler=args.scheduler, search=args.search,
                 metric=args.metric, mode=args.mode, weights=args.weights, storage=args.storage,
                 max_failures=args.max_failures, max_concurrent=args.max_concurrent))
-    except ValueError as err:
+    except InputError as err:  # bad input; a library's own error keeps its traceback
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2
     print(f"trials: {outcome.tables[0]} and {outcome.tables[1]}")

@@ -10,9 +10,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from aadscale.attacks.loop import eval_mode
+from aadscale.attacks.registry import parse_attack_name, run_column
 from aadscale.attention import forward_with_cam
-from aadscale.evaluate.robust import parse_attack_name, robust_accuracy, run_spec
+from aadscale.errors import InputError
+from aadscale.evaluate.robust import robust_accuracy
+from aadscale.models.modes import eval_mode
 from aadscale.visualize import overlay
 
 
@@ -53,7 +55,7 @@ def attention_figure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: s
     x, y = x.to(device).float(), y.to(device)
     with eval_mode(model):
         clean = forward_with_cam(model, x, y)
-        x_adv = run_spec(model, x, y, parse_attack_name(attack), eps)
+        x_adv = run_column(model, x, y, attack, eps=eps)
         adv = forward_with_cam(model, x_adv, y)
     fig, axes = _grid(len(y), 4, panel, dpi)
     fig.suptitle(f"{attack}, eps={eps:.4g}: Grad-CAM toward the true label", fontsize=8)
@@ -72,7 +74,7 @@ def evolution_figure(models: Sequence[tuple[str, nn.Module]], x: torch.Tensor, y
                      path: str | Path, *, panel: float = 2.0, dpi: int = 100) -> tuple[int, int]:
     """One row per image: the image, then its Grad-CAM overlay under each (label, model) in order."""
     if not models:
-        raise ValueError("give at least one checkpoint")
+        raise InputError("give at least one checkpoint")
     fig, axes = _grid(len(y), 1 + len(models), panel, dpi)
     fig.suptitle("Grad-CAM over training (toward the true label)", fontsize=8)
     for i in range(len(y)):

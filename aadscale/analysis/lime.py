@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from aadscale.errors import InputError
+
 
 @dataclass(frozen=True)
 class LimeOptions:
@@ -32,7 +34,7 @@ def segment(image: torch.Tensor, method: str = "quickshift", n_segments: int = 5
     elif method == "slic":
         labels = slic(rgb, n_segments=n_segments, compactness=10, start_label=0)
     else:
-        raise ValueError(f"segmentation={method!r} must be 'quickshift' or 'slic'")
+        raise InputError(f"segmentation={method!r} must be 'quickshift' or 'slic'")
     _, dense = np.unique(labels, return_inverse=True)
     return dense.reshape(labels.shape)
 
@@ -54,7 +56,7 @@ def lime_weights(model: nn.Module, image: torch.Tensor, target: int, segments: n
     """
     from sklearn.linear_model import Ridge
     if options.num_samples < 2:
-        raise ValueError(f"num_samples={options.num_samples} must be >= 2")
+        raise InputError(f"num_samples={options.num_samples} must be >= 2")
     device = image.device
     seg = torch.as_tensor(segments, device=device).long()
     d = int(seg.max()) + 1

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from aadscale.analysis.study import StudyOptions, study_batch
 from aadscale.analysis.tables import summarize, to_markdown, to_rows
+from aadscale.errors import InputError
 
 
 def analyze(model: nn.Module, batches: Iterable, options: StudyOptions = StudyOptions(), *,
@@ -24,7 +25,7 @@ def analyze(model: nn.Module, batches: Iterable, options: StudyOptions = StudyOp
     per analysed image, for plots). Returns the JSON content.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit} must be >= 1")
+        raise InputError(f"limit={limit} must be >= 1")
     records: list[dict] = []
     seen = 0
     total = len(batches) if hasattr(batches, "__len__") else None
@@ -38,7 +39,7 @@ def analyze(model: nn.Module, batches: Iterable, options: StudyOptions = StudyOp
     if not records:
         hint = " (use target='predicted' / --target predicted to analyse every image)" \
             if options.target == "true" else ""
-        raise ValueError(f"none of the {seen} images entered the analysis: the model classified "
+        raise InputError(f"none of the {seen} images entered the analysis: the model classified "
                          f"none correctly{hint}")
     summary = summarize(records, options.top_ns, options.lime_features if options.lime else (),
                         options.iou_threshold)

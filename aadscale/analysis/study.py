@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from aadscale.analysis.lime import LimeOptions, lime_weights, segment, top_features_mask
-from aadscale.attacks.loop import eval_mode
+from aadscale.attacks.registry import parse_attack_name, run_column
 from aadscale.attention import area_matched_mask, forward_with_cam, iou, resize, topk_mask
-from aadscale.evaluate.robust import parse_attack_name, run_spec
+from aadscale.errors import InputError
+from aadscale.models.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,10 @@ class StudyOptions:
     def __post_init__(self) -> None:
         parse_attack_name(self.attack)
         if self.target not in ("true", "predicted"):
-            raise ValueError(f"target={self.target!r} must be 'true' (correctly classified images, "
+            raise InputError(f"target={self.target!r} must be 'true' (correctly classified images, "
                              "maps toward the label) or 'predicted' (every image, toward its prediction)")
         if not self.top_ns or min(self.top_ns) < 1 or (self.lime and min(self.lime_features, default=0) < 1):
-            raise ValueError(f"top_ns={self.top_ns} and lime_features={self.lime_features} must be >= 1")
+            raise InputError(f"top_ns={self.top_ns} and lime_features={self.lime_features} must be >= 1")
 
 
 def study_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, box: torch.Tensor,
@@ -45,7 +46,7 @@ def study_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, box: torch.T
     ``lime<k>_box_iou`` / ``lime<k>_adv_iou``.
     """
     if box.shape[0] != x.shape[0] or box.shape[-2:] != x.shape[-2:]:
-        raise ValueError(f"box masks {tuple(box.shape)} must be [N, H, W] of images {tuple(x.shape)}")
+        raise InputError(f"box masks {tuple(box.shape)} must be [N, H, W] of images {tuple(x.shape)}")
     device = next(model.parameters()).device
     x, y, box = x.to(device).float(), y.to(device), box.to(device).bool()
     with eval_mode(model):
@@ -57,7 +58,7 @@ def study_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, box: torch.T
         idx = keep.nonzero().squeeze(1)
         x, label, box, cam = x[idx], pred[idx], box[idx], clean.cam[idx]
         conf = torch.softmax(clean.logits[idx], 1).gather(1, label.view(-1, 1)).squeeze(1)
-        x_adv = run_spec(model, x, label, parse_attack_name(options.attack), options.eps, options.gamma)
+        x_adv = run_column(model, x, label, options.attack, eps=options.eps, gamma=options.gamma)
         adv = forward_with_cam(model, x_adv, label)
     fooled = adv.logits.argmax(1) != label
     area = box.flatten(1).sum(1)

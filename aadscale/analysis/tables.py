@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from aadscale.errors import InputError
+
 SPLITS = ("fooled", "resisting")
 
 
@@ -15,7 +17,7 @@ def shares(counts: dict[str, int]) -> dict[str, float]:
     """Percentages of each split, rounded to 0.1 so that they sum to exactly 100."""
     total = sum(counts.values())
     if total == 0:
-        raise ValueError("no images to share out")
+        raise InputError("no images to share out")
     first = round(100.0 * counts[SPLITS[0]] / total, 1)
     return {SPLITS[0]: first, SPLITS[1]: round(100.0 - first, 1)}
 
@@ -28,7 +30,7 @@ def summarize(records: list[dict], top_ns: Iterable[int], lime_features: Iterabl
               iou_threshold: float = 0.5) -> dict:
     """The five tables as nested dicts (means are None for an empty split)."""
     if not records:
-        raise ValueError("no analysed images: nothing to summarise")
+        raise InputError("no analysed images: nothing to summarise")
     by = _split(records)
     cells = records[0]["cells"]
     split_shares = shares({k: len(v) for k, v in by.items()})

@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import check_inputs, eval_mode, run_attack
+from aadscale.attacks.ascent import check_inputs, run_attack
 from aadscale.attacks.losses import ce_loss, cw_loss, least_likely_loss
 from aadscale.attention.gradcam import forward_with_cam
 from aadscale.attention.masks import threshold_mask
+from aadscale.errors import InputError
+from aadscale.models.modes import eval_mode
 
 BASES = {"pgd": dict(steps=3, random_start=True), "iter_step_ll": dict(steps=3, random_start=False),
          "fgsm": dict(steps=1, random_start=False), "step_ll": dict(steps=1, random_start=False),
@@ -35,9 +37,9 @@ def a3(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, base: str = "pgd",
     to the binary M(x) compares like with like.
     """
     if base not in BASES:
-        raise ValueError(f"base={base!r} must be one of {sorted(BASES)}")
+        raise InputError(f"base={base!r} must be one of {sorted(BASES)}")
     if gamma < 0:
-        raise ValueError(f"gamma={gamma} must be >= 0")
+        raise InputError(f"gamma={gamma} must be >= 0")
     check_inputs(x, y, eps)
     x = x.detach().float()
     with eval_mode(model), torch.autocast(x.device.type, enabled=False):

@@ -6,8 +6,10 @@ import math
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import check_inputs, eval_mode
+from aadscale.attacks.ascent import check_inputs
 from aadscale.attacks.losses import cw_loss
+from aadscale.errors import InputError
+from aadscale.models.modes import eval_mode
 
 # iterations (on a 10,000-query scale) after which the square's area fraction p is halved
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -37,9 +39,9 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, qu
     """
     check_inputs(x, y, eps)
     if queries < 1 or restarts < 1:
-        raise ValueError(f"queries={queries} and restarts={restarts} must be >= 1")
+        raise InputError(f"queries={queries} and restarts={restarts} must be >= 1")
     if not 0 < p_init <= 1:
-        raise ValueError(f"p_init={p_init} must be in (0, 1]")
+        raise InputError(f"p_init={p_init} must be in (0, 1]")
     x = x.detach().float()
     y = y.to(x.device)
     n, c, h, w = x.shape

@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import check_inputs, eval_mode, run_attack
+from aadscale.attacks.ascent import check_inputs, run_attack
 from aadscale.attacks.losses import ce_loss, cw_loss, least_likely_loss
+from aadscale.models.modes import eval_mode
 
 
 def ce_objective(model: nn.Module, y: torch.Tensor):
@@ -39,10 +40,12 @@ def least_likely_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float | None = None,
          steps: int = 1, random_start: bool = False, restarts: int = 1, keep_best: bool = False,
          generator: torch.Generator | None = None) -> torch.Tensor:
-    """FGSM: x + eps * sign(grad CE); ``random_start=True`` gives FGSM-RS (alpha defaults to eps)."""
-    return run_attack(model, x, y, ce_objective(model, y), eps=eps, alpha=alpha, steps=steps,
-                      random_start=random_start, restarts=restarts, keep_best=keep_best,
-                      generator=generator)
+    """FGSM: x + eps * sign(grad CE); ``random_start=True`` gives FGSM-RS (alpha defaults to eps).
+
+    PGD with FGSM's defaults: one step, no random start, the last iterate.
+    """
+    return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=random_start, restarts=restarts,
+               keep_best=keep_best, generator=generator)
 
 
 def step_ll(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float | None = None,

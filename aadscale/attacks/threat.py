@@ -3,6 +3,29 @@ from __future__ import annotations
 
 import torch
 
+from aadscale.errors import InputError
+
+
+def check_eps(eps: float, where: str = "eps") -> float:
+    """``eps`` if it is a radius in pixel space, [0, 1]; InputError naming ``where`` otherwise."""
+    if not isinstance(eps, (int, float)) or eps != eps:
+        raise InputError(f"{where}={eps!r} must be a number in [0, 1] (pixel space, e.g. 8/255)")
+    if eps < 0 or eps > 1:
+        raise InputError(f"{where}={eps} must be {'>= 0' if eps < 0 else '<= 1'} (pixel space, e.g. 8/255)")
+    return float(eps)
+
+
+def parse_eps(text: str | float) -> float:
+    """``"4/255"``, ``"0.3"`` or a number -> float in [0, 1]."""
+    if isinstance(text, (int, float)):
+        return check_eps(float(text))
+    num, sep, den = str(text).partition("/")
+    try:
+        value = float(num) / (float(den) if sep else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"eps {text!r} is not a number; write e.g. 4/255 or 0.03") from None
+    return check_eps(value)
+
 
 class LinfStep:
     """L-inf ball of radius ``eps`` around ``x0`` intersected with the [0, 1] pixel box."""

@@ -7,6 +7,8 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import nn
 
+from aadscale.errors import InputError
+
 
 class CamOutput(NamedTuple):
     """The Grad-CAM map [N, h, w] and the logits of the same forward pass."""
@@ -15,16 +17,16 @@ class CamOutput(NamedTuple):
 
 
 def find_layer(model: nn.Module, layer: str | None) -> nn.Module:
-    """The module named ``layer`` (default: ``model.cam_layer``); ValueError if there is none."""
+    """The module named ``layer`` (default: ``model.cam_layer``); InputError if there is none."""
     if layer is None:
         layer = getattr(model, "cam_layer", None)
         if layer is None:
-            raise ValueError("model has no .cam_layer; pass layer='<module name>' "
+            raise InputError("model has no .cam_layer; pass layer='<module name>' "
                              "(one of model.named_modules())")
     modules = dict(model.named_modules())
     if layer not in modules:
         names = [n for n in modules if n][-8:]
-        raise ValueError(f"layer {layer!r} does not exist in the model; "
+        raise InputError(f"layer {layer!r} does not exist in the model; "
                          f"last module names are {names}")
     return modules[layer]
 
@@ -38,7 +40,7 @@ class ActivationCapture(contextlib.AbstractContextManager):
 
     def _hook(self, _module, _inputs, output):
         if not isinstance(output, torch.Tensor):
-            raise ValueError(f"Grad-CAM layer must output a tensor, got {type(output).__name__}")
+            raise InputError(f"Grad-CAM layer must output a tensor, got {type(output).__name__}")
         self.output = output
 
     def release(self) -> None:
@@ -59,9 +61,9 @@ def cam_from_activations(acts: torch.Tensor, score: torch.Tensor, create_graph: 
                          weights: str) -> torch.Tensor:
     """L_c = ReLU(sum_k alpha_k A^k) with alpha_k = spatial mean of d score / d A^k."""
     if weights not in ("full", "detach"):
-        raise ValueError(f"weights={weights!r} must be 'full' or 'detach'")
+        raise InputError(f"weights={weights!r} must be 'full' or 'detach'")
     if acts.dim() != 4:
-        raise ValueError(f"Grad-CAM layer output must be [N, K, h, w], got shape {tuple(acts.shape)}")
+        raise InputError(f"Grad-CAM layer output must be [N, K, h, w], got shape {tuple(acts.shape)}")
     need_second_order = create_graph and weights == "full"
     (grads,) = torch.autograd.grad(score, acts, create_graph=need_second_order,
                                    retain_graph=create_graph or None)
@@ -75,7 +77,7 @@ def cam_from_activations(acts: torch.Tensor, score: torch.Tensor, create_graph: 
 def _check_target(target: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
     target = torch.as_tensor(target)
     if target.dim() != 1 or target.shape[0] != n or target.dtype.is_floating_point:
-        raise ValueError(f"target must be an integer tensor of shape [{n}], "
+        raise InputError(f"target must be an integer tensor of shape [{n}], "
                          f"got {target.dtype} {tuple(target.shape)}")
     return target
 
@@ -85,13 +87,13 @@ def forward_with_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
                      weights: str = "full") -> CamOutput:
     """One forward pass giving both the logits and the Grad-CAM of ``target`` (None: predicted)."""
     if x.dim() != 4:
-        raise ValueError(f"x must be a batch [N, C, H, W], got shape {tuple(x.shape)}")
+        raise InputError(f"x must be a batch [N, C, H, W], got shape {tuple(x.shape)}")
     with capture(model, layer) as cap, torch.enable_grad():
         if not x.requires_grad and not any(p.requires_grad for p in model.parameters()):
             x = x.detach().requires_grad_(True)  # a frozen model still needs a graph to A^k
         logits = model(x)
         if cap.output is None:
-            raise ValueError("the Grad-CAM layer was not called in the forward pass")
+            raise InputError("the Grad-CAM layer was not called in the forward pass")
         target = logits.argmax(1) if target is None else _check_target(target, x.shape[0], logits.shape[1])
         score = logits.gather(1, target.to(logits.device).view(-1, 1)).sum()
         cam = cam_from_activations(cap.output, score, create_graph, weights)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from aadscale.errors import InputError
+
 
 def _check_maps(cam: torch.Tensor) -> torch.Tensor:
     if cam.dim() != 3:
-        raise ValueError(f"maps must be [N, h, w], got shape {tuple(cam.shape)}")
+        raise InputError(f"maps must be [N, h, w], got shape {tuple(cam.shape)}")
     return cam
 
 
@@ -18,15 +20,26 @@ def resize(cam: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
                          align_corners=False).squeeze(1)
 
 
+def parse_theta(theta: str | float, where: str = "theta") -> str | float:
+    """The attention threshold: "mean" (per map) or a number (also given as text, e.g. "0.5")."""
+    if theta == "mean":
+        return theta
+    if isinstance(theta, bool):
+        raise InputError(f"{where}={theta!r} must be 'mean' or a number")
+    try:
+        return float(theta)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}={theta!r} must be 'mean' or a number") from None
+
+
 def threshold_mask(cam: torch.Tensor, theta: str | float = "mean") -> torch.Tensor:
     """M = 1[L > theta], theta the per-map mean ("mean") or a fixed number; bool [N, h, w]."""
     _check_maps(cam)
+    theta = parse_theta(theta)
     if theta == "mean":
         thr = cam.mean(dim=(1, 2), keepdim=True)
-    elif isinstance(theta, (int, float)) and not isinstance(theta, bool):
-        thr = torch.as_tensor(float(theta), device=cam.device)
     else:
-        raise ValueError(f"theta={theta!r} must be 'mean' or a number")
+        thr = torch.as_tensor(theta, device=cam.device)
     return cam > thr
 
 
@@ -44,7 +57,7 @@ def topk_mask(cam: torch.Tensor, n: int) -> torch.Tensor:
     _check_maps(cam)
     cells = cam.shape[1] * cam.shape[2]
     if not 0 < n <= cells:
-        raise ValueError(f"n={n} must be in 1..{cells} (the map has {cells} cells)")
+        raise InputError(f"n={n} must be in 1..{cells} (the map has {cells} cells)")
     return _top_counts(cam, torch.full((cam.shape[0],), n, device=cam.device))
 
 
@@ -56,14 +69,14 @@ def area_matched_mask(cam: torch.Tensor, area: int | torch.Tensor) -> torch.Tens
         counts = counts.expand(cam.shape[0])
     cells = cam.shape[1] * cam.shape[2]
     if counts.numel() != cam.shape[0] or bool((counts < 0).any()) or bool((counts > cells).any()):
-        raise ValueError(f"area must be one count or one per map, each in 0..{cells}; got {area!r}")
+        raise InputError(f"area must be one count or one per map, each in 0..{cells}; got {area!r}")
     return _top_counts(cam, counts)
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample |A and B| / |A or B| of boolean masks [N, ...]; 1 where both are empty."""
     if a.shape != b.shape:
-        raise ValueError(f"masks differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise InputError(f"masks differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     a, b = a.bool().flatten(1), b.bool().flatten(1)
     inter = (a & b).sum(1).float()
     union = (a | b).sum(1).float()

@@ -8,16 +8,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from aadscale.analysis import LimeOptions, StudyOptions, analyze
+from aadscale.attacks.threat import parse_eps
 from aadscale.commands.evaluate import add_model_args, model_from_args
 from aadscale.data.boxes import BoxDataset
-from aadscale.evaluate.checkpoint import parse_eps
+from aadscale.errors import InputError
 
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ValueError(f"{text!r} must be comma-separated integers, e.g. 5,10,20,30") from None
+        raise InputError(f"{text!r} must be comma-separated integers, e.g. 5,10,20,30") from None
 
 
 def run(args: argparse.Namespace) -> int:

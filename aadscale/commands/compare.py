@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from aadscale.errors import InputError
 from aadscale.evaluate.compare import OBJECTIVES, PAPER_COLUMNS, STRONG_COLUMNS, CompareOptions, compare
 
 
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         seeds = [int(s) for s in _names(args.seeds)]
     except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r} must be integers separated by commas, e.g. 0,1,2") from None
+        raise InputError(f"--seeds {args.seeds!r} must be integers separated by commas, e.g. 0,1,2") from None
     o = CompareOptions(preset=args.preset, objectives=_names(args.objectives), seeds=seeds, out=args.out,
                        overrides=args.overrides, attacks=_names(args.attacks), strong=_names(args.strong),
                        limit=args.limit, eval_seed=args.eval_seed, batch_size=args.batch_size,

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import aadscale
+from aadscale.errors import InputError
 from aadscale.evaluate import format_rows
-from aadscale.logging.run_folder import default_run_name
+from aadscale.tracking.run_folder import default_run_name
 
 LAUNCHER = Path(aadscale.__file__).resolve().parent.parent / "launchers" / "train_imagenet.py"
 
@@ -28,7 +29,7 @@ BASE = "madry"  # the demo's defense is madry+aad; its base, trained the same wa
 def run(args: argparse.Namespace) -> int:
     """Train the base and the defense, then print both robust-accuracy rows and where the logs are."""
     if not LAUNCHER.is_file():
-        raise ValueError(f"{LAUNCHER} not found: run the demo from a source checkout of aadscale")
+        raise InputError(f"{LAUNCHER} not found: run the demo from a source checkout of aadscale")
     name = args.name or default_run_name("demo")
     runs = {BASE: (f"{name}-{BASE}", [f"objective.name={BASE}"]), "madry+aad": (name, [])}
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from aadscale.evaluate.checkpoint import LoadedModel, load_model, parse_eps
+from aadscale.attacks.threat import parse_eps
+from aadscale.errors import InputError
+from aadscale.evaluate.loading import LoadedModel, load_model
 from aadscale.evaluate.suite import PAPER, STRONG, evaluate_suite
 
 
@@ -57,7 +59,7 @@ def dataset_from_args(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Da
         from aadscale.data import DEFAULT_DEMO_ROOT
         root = DEFAULT_DEMO_ROOT
     if not root:
-        raise ValueError("no data: give --data DIR (and --dataset) or a checkpoint whose config has data.root")
+        raise InputError("no data: give --data DIR (and --dataset) or a checkpoint whose config has data.root")
     size = args.image_size or (cfg.data.image_size if cfg else 224)
     return build_dataset(root, args.split, image_size=size, dataset=dataset,
                          val_resize=cfg.data.val_resize if cfg and not args.image_size else 0), size
@@ -71,7 +73,7 @@ def eps_from_args(args: argparse.Namespace, loaded: LoadedModel) -> float:
         return loaded.config.eval.eps
     if args.torchvision:
         return 4 / 255
-    raise ValueError("give --eps (e.g. 8/255): a bare state_dict carries no preset")
+    raise InputError("give --eps (e.g. 8/255): a bare state_dict carries no preset")
 
 
 def _names(text: str) -> list[str]:

@@ -8,11 +8,22 @@ from pathlib import Path
 
 import torch
 
-from aadscale.analysis.figures import (accuracy_vs_eps, accuracy_vs_steps, attention_figure,
-                                       curve_figure, evolution_figure)
-from aadscale.commands.evaluate import (add_data_args, add_model_args, dataset_from_args,
-                                        eps_from_args, model_from_args)
-from aadscale.evaluate.checkpoint import parse_eps
+from aadscale.analysis.figures import (
+    accuracy_vs_eps,
+    accuracy_vs_steps,
+    attention_figure,
+    curve_figure,
+    evolution_figure,
+)
+from aadscale.attacks.threat import parse_eps
+from aadscale.commands.evaluate import (
+    add_data_args,
+    add_model_args,
+    dataset_from_args,
+    eps_from_args,
+    model_from_args,
+)
+from aadscale.errors import InputError
 from aadscale.evaluate.suite import select_subset
 
 
@@ -38,7 +49,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
 def run_evolution(args: argparse.Namespace) -> int:
     if not args.checkpoints:
-        raise ValueError("give the run's checkpoint files in training order with --checkpoints")
+        raise InputError("give the run's checkpoint files in training order with --checkpoints")
     loaded = [model_from_args(args, checkpoint=c) for c in args.checkpoints]
     x, y = _images(args, loaded[-1])
     labels = [Path(c).stem for c in args.checkpoints]

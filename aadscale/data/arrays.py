@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aadscale.errors import InputError
+
 
 @dataclass(frozen=True)
 class ArraySamples:
@@ -23,7 +25,7 @@ class ArraySamples:
 
 def _is_train(split: str) -> bool:
     if split not in ("train", "val", "test"):
-        raise ValueError(f"split {split!r} is not one of train, val, test for CIFAR-10 / MNIST")
+        raise InputError(f"split {split!r} is not one of train, val, test for CIFAR-10 / MNIST")
     return split == "train"
 
 
@@ -36,7 +38,7 @@ def read_cifar10(root: str | os.PathLike, split: str) -> ArraySamples:
     for name in names:
         path = folder / name
         if not path.is_file():
-            raise ValueError(f"CIFAR-10 file {path} is missing; extract cifar-10-python.tar.gz "
+            raise InputError(f"CIFAR-10 file {path} is missing; extract cifar-10-python.tar.gz "
                              f"(https://www.cs.toronto.edu/~kriz/cifar.html) into {root}")
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
@@ -55,7 +57,7 @@ def read_idx(path: Path) -> np.ndarray:
     """An idx file (MNIST's format, optionally gzipped) of unsigned bytes."""
     data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
     if data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not an unsigned-byte idx file (magic {data[:4].hex()})")
+        raise InputError(f"{path} is not an unsigned-byte idx file (magic {data[:4].hex()})")
     ndim = data[3]
     shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
@@ -71,11 +73,11 @@ def read_mnist(root: str | os.PathLike, split: str) -> ArraySamples:
             for suffix in ("", ".gz"):
                 if (folder / f"{prefix}-{kind}{suffix}").is_file():
                     return folder / f"{prefix}-{kind}{suffix}"
-        raise ValueError(f"MNIST file {root / (prefix + '-' + kind)}[.gz] is missing; put the four "
+        raise InputError(f"MNIST file {root / (prefix + '-' + kind)}[.gz] is missing; put the four "
                          f"idx files from http://yann.lecun.com/exdb/mnist/ into {root}")
 
     images = read_idx(find("images-idx3-ubyte"))
     labels = read_idx(find("labels-idx1-ubyte")).astype(np.int64)
     if len(images) != len(labels):
-        raise ValueError(f"MNIST in {root}: {len(images)} images but {len(labels)} labels")
+        raise InputError(f"MNIST in {root}: {len(images)} images but {len(labels)} labels")
     return ArraySamples(images[..., None].copy(), labels, 10)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from aadscale.data.sources import IMAGE_EXTENSIONS
+from aadscale.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,11 @@ class Annotation:
 def _number(node: ET.Element, tag: str, where: str) -> float:
     child = node.find(tag)
     if child is None or child.text is None:
-        raise ValueError(f"{where}: missing <{tag}>")
+        raise InputError(f"{where}: missing <{tag}>")
     try:
         return float(child.text.strip())
     except ValueError:
-        raise ValueError(f"{where}: <{tag}> is {child.text!r}, not a number") from None
+        raise InputError(f"{where}: <{tag}> is {child.text!r}, not a number") from None
 
 
 def parse_annotation(path: str | Path) -> Annotation:
@@ -46,22 +47,22 @@ def parse_annotation(path: str | Path) -> Annotation:
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as err:
-        raise ValueError(f"{path}: not a readable XML annotation ({err})") from None
+        raise InputError(f"{path}: not a readable XML annotation ({err})") from None
     size = root.find("size")
     if size is None:
-        raise ValueError(f"{path}: no <size> element; expected ILSVRC/PASCAL VOC annotation XML")
+        raise InputError(f"{path}: no <size> element; expected ILSVRC/PASCAL VOC annotation XML")
     width, height = int(_number(size, "width", str(path))), int(_number(size, "height", str(path)))
     if width <= 0 or height <= 0:
-        raise ValueError(f"{path}: image size {width}x{height} must be positive")
+        raise InputError(f"{path}: image size {width}x{height} must be positive")
     boxes = []
     for obj in root.iter("object"):
         bnd = obj.find("bndbox")
         if bnd is None:
-            raise ValueError(f"{path}: an <object> has no <bndbox>")
+            raise InputError(f"{path}: an <object> has no <bndbox>")
         name = (obj.findtext("name") or "").strip()
         coords = [_number(bnd, t, str(path)) for t in ("xmin", "ymin", "xmax", "ymax")]
         if coords[2] < coords[0] or coords[3] < coords[1]:
-            raise ValueError(f"{path}: box {coords} has xmax < xmin or ymax < ymin")
+            raise InputError(f"{path}: box {coords} has xmax < xmin or ymax < ymin")
         boxes.append(Box(name, *coords))
     return Annotation(width, height, tuple(boxes))
 
@@ -85,7 +86,7 @@ def box_mask(boxes: tuple[Box, ...] | list[Box], size: tuple[int, int], out_hw: 
         sx = sy = scale
         ox, oy = (width * scale - out_w) / 2, (height * scale - out_h) / 2
         if ox < -1e-6 or oy < -1e-6:
-            raise ValueError(f"crop {out_hw} is larger than the resized image "
+            raise InputError(f"crop {out_hw} is larger than the resized image "
                              f"({height * scale:.0f}x{width * scale:.0f}); raise resize_shorter")
     cy = torch.arange(out_h, dtype=torch.float64) + 0.5
     cx = torch.arange(out_w, dtype=torch.float64) + 0.5
@@ -137,13 +138,13 @@ class BoxDataset(torch.utils.data.Dataset):
         images_dir, boxes_dir = Path(images_dir), Path(boxes_dir)
         for what, d in (("images", images_dir), ("boxes", boxes_dir)):
             if not d.is_dir():
-                raise ValueError(f"{what} folder {str(d)!r} does not exist")
+                raise InputError(f"{what} folder {str(d)!r} does not exist")
         self.classes = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
         if not self.classes:
-            raise ValueError(f"{images_dir} has no class folders; expected <dir>/<class>/<image>")
+            raise InputError(f"{images_dir} has no class folders; expected <dir>/<class>/<image>")
         xmls = {p.stem: p for p in boxes_dir.rglob("*.xml")}
         if not xmls:
-            raise ValueError(f"no .xml annotation files under {boxes_dir}")
+            raise InputError(f"no .xml annotation files under {boxes_dir}")
         self.items: list[tuple[Path, int, Annotation]] = []
         missing: list[Path] = []
         seen = 0
@@ -159,13 +160,13 @@ class BoxDataset(torch.utils.data.Dataset):
                 if ann.boxes:
                     self.items.append((img, label, ann))
         if seen == 0:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {images_dir}")
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {images_dir}")
         if missing and not skip_missing:
-            raise ValueError(f"{len(missing)} of {seen} images have no XML under {boxes_dir} "
+            raise InputError(f"{len(missing)} of {seen} images have no XML under {boxes_dir} "
                              f"(e.g. {missing[0].name}); match them by file stem or skip them "
                              "(skip_missing / --skip-missing-boxes)")
         if not self.items:
-            raise ValueError(f"none of the {seen} images has an annotated box under {boxes_dir}")
+            raise InputError(f"none of the {seen} images has an annotated box under {boxes_dir}")
         self.missing = len(missing)
         self.image_size = image_size
         self.resize_shorter = resize_shorter

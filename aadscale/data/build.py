@@ -16,6 +16,7 @@ from aadscale.data.demo import DEFAULT_DEMO_ROOT, ensure_demo_data
 from aadscale.data.loader import Loader
 from aadscale.data.sources import list_images
 from aadscale.data.torch_backend import ArrayDataset, FileDataset, TorchLoader
+from aadscale.errors import InputError
 from aadscale.memory_format import MEMORY_FORMATS
 
 log = logging.getLogger("aadscale.data")
@@ -30,7 +31,7 @@ DEFAULT_AUGMENT = {"imagenet": "inception", "folder": "inception", "demo": "none
 def resolve_backend(backend: str, dataset: str) -> str:
     """The backend that will run: ``auto`` picks dali-gpu, dali-cpu, torch in that order; others must work."""
     if backend not in BACKENDS:
-        raise ValueError(f"data backend {backend!r} is not one of {BACKENDS}")
+        raise InputError(f"data backend {backend!r} is not one of {BACKENDS}")
     has_dali = importlib.util.find_spec("nvidia") is not None and \
         importlib.util.find_spec("nvidia.dali") is not None
     has_cuda = torch.cuda.is_available()
@@ -40,13 +41,13 @@ def resolve_backend(backend: str, dataset: str) -> str:
         return "dali-gpu" if has_cuda else "dali-cpu"
     if backend.startswith("dali"):
         if dataset not in FILE_DATASETS:
-            raise ValueError(f"backend {backend!r} reads image files; dataset {dataset!r} needs "
+            raise InputError(f"backend {backend!r} reads image files; dataset {dataset!r} needs "
                              f"data.backend=torch (or auto)")
         if not has_dali:
-            raise ValueError(f"backend {backend!r} needs NVIDIA DALI, which is not installed: "
+            raise InputError(f"backend {backend!r} needs NVIDIA DALI, which is not installed: "
                              f"pip install nvidia-dali-cuda130, or use data.backend=torch")
         if backend == "dali-gpu" and not has_cuda:
-            raise ValueError("backend 'dali-gpu' needs a CUDA GPU and torch.cuda.is_available() is "
+            raise InputError("backend 'dali-gpu' needs a CUDA GPU and torch.cuda.is_available() is "
                              "False; use data.backend=dali-cpu or torch")
     return backend
 
@@ -54,19 +55,19 @@ def resolve_backend(backend: str, dataset: str) -> str:
 def _resolve(root, dataset: str, image_size: int, val_resize: int, augment: str | None):
     """Check the dataset settings; the root (demo default), augmentation and validation resize."""
     if dataset not in FILE_DATASETS + tuple(ARRAY_READERS):
-        raise ValueError(f"dataset {dataset!r} is not one of {FILE_DATASETS + tuple(ARRAY_READERS)}")
+        raise InputError(f"dataset {dataset!r} is not one of {FILE_DATASETS + tuple(ARRAY_READERS)}")
     if image_size < 1:
-        raise ValueError(f"image_size={image_size} must be >= 1")
+        raise InputError(f"image_size={image_size} must be >= 1")
     if not str(root):
         if dataset != "demo":
-            raise ValueError(f"no data root given for dataset {dataset!r}; set data.root (--data)")
+            raise InputError(f"no data root given for dataset {dataset!r}; set data.root (--data)")
         root = DEFAULT_DEMO_ROOT
     augment = augment or DEFAULT_AUGMENT[dataset]
     if augment not in AUGMENTS:
-        raise ValueError(f"augment {augment!r} is not one of {AUGMENTS}")
+        raise InputError(f"augment {augment!r} is not one of {AUGMENTS}")
     resize = val_resize or default_val_resize(image_size, augment)
     if resize < image_size:
-        raise ValueError(f"val_resize={resize} is smaller than image_size={image_size}; the centre "
+        raise InputError(f"val_resize={resize} is smaller than image_size={image_size}; the centre "
                          f"crop needs val_resize >= image_size (0 picks a default)")
     return root, augment, resize
 
@@ -121,10 +122,10 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     layout never costs a host copy.
     """
     if batch_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; got "
+        raise InputError(f"need batch_size >= 1 and 0 <= rank < world_size; got "
                          f"batch_size={batch_size}, rank={rank}, world_size={world_size}")
     if memory_format not in MEMORY_FORMATS:
-        raise ValueError(f"memory_format={memory_format!r} must be one of {list(MEMORY_FORMATS)}")
+        raise InputError(f"memory_format={memory_format!r} must be one of {list(MEMORY_FORMATS)}")
     root, augment, resize = _resolve(root, dataset, image_size, val_resize, augment)
     train = split.startswith("train") if train is None else train
     name = resolve_backend(backend, dataset)

@@ -13,6 +13,7 @@ from aadscale.data.loader import Batch, Loader
 from aadscale.data.sampler import mix_seed
 from aadscale.data.scan import readable
 from aadscale.data.sources import FileSamples
+from aadscale.errors import InputError
 
 DALI_AUGMENTS = ("inception", "none")
 DALI_LAYOUTS = {"contiguous": "CHW", "channels_last": "HWC"}  # memory format -> the pipeline's output layout
@@ -57,7 +58,7 @@ class DaliLoader(Loader):
                  image_size: int, resize: int, cache_dir: Path | None = None,
                  memory_format: str = "contiguous", **kwargs):
         if augment not in DALI_AUGMENTS:
-            raise ValueError(f"augment={augment!r} is not available with DALI; use one of "
+            raise InputError(f"augment={augment!r} is not available with DALI; use one of "
                              f"{DALI_AUGMENTS} or backend='torch'")
         samples = readable(samples, workers=workers, cache_dir=cache_dir)
         super().__init__(size=len(samples), **kwargs)

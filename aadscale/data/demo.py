@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from aadscale.atomic import atomic_write, atomic_write_text
+
 DEFAULT_DEMO_ROOT = "runs/demo-data"
 DEMO_SIZE = 32
 _MARKER = ".aadscale-demo-v1"
@@ -16,12 +18,6 @@ _MARKER = ".aadscale-demo-v1"
 def demo_split(position_in_class: int) -> str:
     """Every fifth image of a class goes to ``val`` (a deterministic 80/20 split)."""
     return "val" if position_in_class % 5 == 4 else "train"
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def ensure_demo_data(root: str | os.PathLike = DEFAULT_DEMO_ROOT) -> Path:
@@ -42,7 +38,7 @@ def ensure_demo_data(root: str | os.PathLike = DEFAULT_DEMO_ROOT) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         gray = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8), mode="L")
         image = gray.resize((DEMO_SIZE, DEMO_SIZE), Image.Resampling.BILINEAR).convert("RGB")
-        _write_atomic(folder / f"n{label:08d}_{index:04d}.JPEG",
-                      lambda p, image=image: image.save(p, format="JPEG", quality=95))
-    _write_atomic(marker, lambda p: p.write_text(json.dumps(counts)))  # last: marks a complete set
+        atomic_write(folder / f"n{label:08d}_{index:04d}.JPEG",
+                     lambda f, image=image: image.save(f, format="JPEG", quality=95))
+    atomic_write_text(marker, json.dumps(counts))  # last: marks a complete set
     return root

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from aadscale.data.sampler import epoch_order, num_batches
+from aadscale.errors import InputError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -46,7 +47,7 @@ class Loader(abc.ABC):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from a ``state_dict()``: the next iteration yields the rest of that epoch."""
         if not 0 <= state["batch"] <= len(self):
-            raise ValueError(f"loader state batch={state['batch']} is outside 0..{len(self)}; "
+            raise InputError(f"loader state batch={state['batch']} is outside 0..{len(self)}; "
                              f"was it saved with another batch size or world size?")
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from aadscale.atomic import atomic_write_text
 from aadscale.data.sources import FileSamples
+from aadscale.errors import InputError
 
 log = logging.getLogger("aadscale.data")
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -47,13 +49,11 @@ def readable(samples: FileSamples, *, workers: int, cache_dir: Path | None = Non
             errors = [decode_error(p) for p in samples.paths]
         bad = {p: e for p, e in zip(samples.paths, errors) if e}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(bad))
-        os.replace(tmp, cache)
+        atomic_write_text(cache, json.dumps(bad))
     for count, (path, error) in enumerate(bad.items(), start=1):
         log.warning("unreadable image skipped (%d so far): %s (%s)", count, path, error)
     keep = [i for i, p in enumerate(samples.paths) if p not in bad]
     if not keep:
-        raise ValueError(f"none of the {len(samples)} images decodes (first: {samples.paths[0]}); "
+        raise InputError(f"none of the {len(samples)} images decodes (first: {samples.paths[0]}); "
                          "check the data folder")
     return samples.keep(keep)

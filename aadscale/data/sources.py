@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from aadscale.errors import InputError
+
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 _LAYOUT = "<root>/<split>/<class>/*.JPEG (or a file list <root>/<split>.txt of 'path label' lines)"
 
@@ -36,14 +38,14 @@ def list_images(root: str | os.PathLike, split: str) -> FileSamples:
     if root.suffix == ".txt" and root.is_file():
         return read_file_list(root, base=root.parent)
     if not root.is_dir():
-        raise ValueError(f"data folder {root} does not exist; point data.root (--data) at a "
+        raise InputError(f"data folder {root} does not exist; point data.root (--data) at a "
                          f"folder laid out as {_LAYOUT}")
     folder, listing = root / split, root / f"{split}.txt"
     if folder.is_dir():
         return read_folder(folder)
     if listing.is_file():
         return read_file_list(listing, base=root)
-    raise ValueError(f"split {split!r} not found: neither folder {folder} nor file list {listing} "
+    raise InputError(f"split {split!r} not found: neither folder {folder} nor file list {listing} "
                      f"exists; lay the data out as {_LAYOUT}")
 
 
@@ -51,14 +53,14 @@ def read_folder(folder: Path) -> FileSamples:
     """One class per sub-folder (sorted names give labels 0..C-1), images directly inside each."""
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not classes:
-        raise ValueError(f"{folder} has no class folders; expected {folder}/<class>/*.JPEG")
+        raise InputError(f"{folder} has no class folders; expected {folder}/<class>/*.JPEG")
     paths: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
         files = sorted(entry.path for entry in os.scandir(folder / name)
                        if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
-            raise ValueError(f"class folder {folder / name} holds no images "
+            raise InputError(f"class folder {folder / name} holds no images "
                              f"({', '.join(IMAGE_EXTENSIONS)}); add its images or remove the folder")
         paths += files
         labels += [label] * len(files)
@@ -74,10 +76,10 @@ def read_file_list(listing: Path, base: Path) -> FileSamples:
             continue
         parts = line.rstrip().rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{listing}:{number}: expected 'path label' with an integer label >= 0, "
+            raise InputError(f"{listing}:{number}: expected 'path label' with an integer label >= 0, "
                              f"got {line!r}")
         paths.append(str(base / parts[0]))
         labels.append(int(parts[1]))
     if not paths:
-        raise ValueError(f"file list {listing} holds no 'path label' lines; write one image per line")
+        raise InputError(f"file list {listing} holds no 'path label' lines; write one image per line")
     return FileSamples(paths, labels, [str(c) for c in range(max(labels) + 1)])

@@ -14,6 +14,7 @@ from aadscale.data.loader import Batch, Loader
 from aadscale.data.sampler import mix_seed
 from aadscale.data.scan import UNREADABLE
 from aadscale.data.sources import FileSamples
+from aadscale.errors import InputError
 
 log = logging.getLogger("aadscale.data")
 Transform = Callable[[object, torch.Generator], torch.Tensor]
@@ -45,7 +46,7 @@ class FileDataset(Dataset):
                             count, self.samples.paths[i], err)
                 continue
             return self.transform(picture, torch.Generator().manual_seed(seed)), self.samples.labels[i]
-        raise ValueError(f"none of the {len(self.samples)} images is readable; check the data folder")
+        raise InputError(f"none of the {len(self.samples)} images is readable; check the data folder")
 
 
 class ArrayDataset(Dataset):

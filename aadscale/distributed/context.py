@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from aadscale.errors import InputError
+
 LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -30,7 +32,7 @@ def _env_int(name: str, default: int) -> int:
     if not raw:
         return default
     if not raw.isdigit():
-        raise ValueError(f"environment variable {name}={raw!r} must be a non-negative integer; "
+        raise InputError(f"environment variable {name}={raw!r} must be a non-negative integer; "
                          "it is set by the DeepSpeed launcher or torchrun, do not set it by hand")
     return int(raw)
 
@@ -51,15 +53,15 @@ def init_distributed(backend: str | None = None) -> DistContext:
     if world > 1:
         missing = [v for v in LAUNCHER_ENV if v not in os.environ]
         if missing:
-            raise ValueError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; start the job "
+            raise InputError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; start the job "
                              "with `deepspeed --num_gpus N ...` or `torchrun --nproc_per_node N ...`")
     if rank >= world or local_rank >= world:
-        raise ValueError(f"RANK={rank} / LOCAL_RANK={local_rank} must be < WORLD_SIZE={world}")
+        raise InputError(f"RANK={rank} / LOCAL_RANK={local_rank} must be < WORLD_SIZE={world}")
     cuda = torch.cuda.is_available()
     if backend is None:
         backend = "nccl" if cuda else "gloo"
     if backend == "nccl" and not cuda:
-        raise ValueError("backend='nccl' needs CUDA GPUs; use backend='gloo' (or None) on CPU")
+        raise InputError("backend='nccl' needs CUDA GPUs; use backend='gloo' (or None) on CPU")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)  # before the group, so NCCL binds this rank's GPU
@@ -76,6 +78,13 @@ def init_distributed(backend: str | None = None) -> DistContext:
                                             rank=0, world_size=1)
     return DistContext(rank=dist.get_rank(), local_rank=local_rank,
                        world_size=dist.get_world_size(), device=device)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(global rank, world size) of the process group, (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _active() -> bool:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from aadscale.config import Config
+from aadscale.errors import InputError
 
 STEPS_PER_PRINT = 10**9  # the engine logs; keep DeepSpeed's own step printing out of the way
 
@@ -12,9 +13,9 @@ STEPS_PER_PRINT = 10**9  # the engine logs; keep DeepSpeed's own step printing o
 def micro_batch_size(global_batch: int, world_size: int, grad_accum: int) -> int:
     """Per-rank batch of one forward: global / (world * accumulation), which must divide exactly."""
     if world_size < 1:
-        raise ValueError(f"world size {world_size} must be >= 1")
+        raise InputError(f"world size {world_size} must be >= 1")
     if global_batch % (world_size * grad_accum):
-        raise ValueError(f"data.batch_size={global_batch} (global) is not divisible by world size "
+        raise InputError(f"data.batch_size={global_batch} (global) is not divisible by world size "
                          f"{world_size} x train.grad_accum={grad_accum}; choose a batch size that is "
                          f"a multiple of {world_size * grad_accum}")
     return global_batch // (world_size * grad_accum)
@@ -45,7 +46,7 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
 
 def _check_batch(user: dict, key: str, expected: int, source: str, path: Path) -> None:
     if key in user and user[key] != expected:
-        raise ValueError(f"{path}: {key}={user[key]} disagrees with {source}={expected}; "
+        raise InputError(f"{path}: {key}={user[key]} disagrees with {source}={expected}; "
                          f"remove {key} from the JSON or change {source}")
 
 
@@ -57,13 +58,13 @@ def load_user_config(path: str | Path, cfg: Config, world_size: int) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"DeepSpeed config {path} does not exist; give a JSON file path")
+        raise InputError(f"DeepSpeed config {path} does not exist; give a JSON file path")
     try:
         user = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
+        raise InputError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
     if not isinstance(user, dict):
-        raise ValueError(f"DeepSpeed config {path} must hold a JSON object, got {type(user).__name__}")
+        raise InputError(f"DeepSpeed config {path} must hold a JSON object, got {type(user).__name__}")
     generated = deepspeed_config(cfg, world_size)
     _check_batch(user, "train_batch_size", generated["train_batch_size"], "data.batch_size", path)
     _check_batch(user, "gradient_accumulation_steps", generated["gradient_accumulation_steps"],
@@ -72,11 +73,11 @@ def load_user_config(path: str | Path, cfg: Config, world_size: int) -> dict:
                  f"data.batch_size / (world {world_size} x train.grad_accum)", path)
     stage = user.get("zero_optimization", {}).get("stage")
     if stage is not None and stage != cfg.train.zero_stage:
-        raise ValueError(f"{path}: zero_optimization.stage={stage} disagrees with "
+        raise InputError(f"{path}: zero_optimization.stage={stage} disagrees with "
                          f"train.zero_stage={cfg.train.zero_stage}; make them equal")
     for mode in ("bf16", "fp16"):
         if user.get(mode, {}).get("enabled"):
-            raise ValueError(f"{path}: {mode}.enabled=true would cast the weights to half precision "
+            raise InputError(f"{path}: {mode}.enabled=true would cast the weights to half precision "
                              "and push the attacks out of float32; remove it and set "
                              f"train.precision={mode} (autocast for the training forwards) instead")
     # one level deep: a user's "zero_optimization": {"offload_optimizer": ...} keeps the stage

@@ -13,6 +13,7 @@ class StepInfo:
     metrics: dict = field(default_factory=dict)
     run_dir: Path | None = None
     checkpoint: Path | None = None
+    evaluated: bool = False  # at an epoch end: the engine evaluated (``metrics`` has fresh eval/*)
 
 
 class Callback:
@@ -25,4 +26,4 @@ class Callback:
         """After a checkpoint was written; ``info.checkpoint`` is its folder."""
 
     def on_epoch_end(self, info: StepInfo) -> None:
-        """After an epoch, its checkpoint and its evaluation (``info.metrics`` has eval/*)."""
+        """After an epoch, its checkpoint and, when ``info.evaluated``, its evaluation (fresh eval/* metrics)."""

@@ -1,19 +1,32 @@
 """Checkpoints: DeepSpeed's sharded state + per-rank RNG + loop position, atomic, loaded weights_only."""
 from __future__ import annotations
 
-import os
 import random
+import re
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
+from aadscale.atomic import atomic_torch_save, atomic_write_text
 from aadscale.distributed import DistContext, barrier
-from aadscale.logging.run_folder import atomic_write_text
+from aadscale.errors import InputError
 
 LATEST = "latest"
+_RANK_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")  # DeepSpeed's ZeRO shards, our RNG files
+
+
+def files_of_rank(names: Sequence[str], rank: int) -> list[str]:
+    """The files of a checkpoint folder that ``rank`` wrote (its ZeRO shards and RNG; rank 0 the rest)."""
+    out = []
+    for name in names:
+        m = _RANK_FILE.search(name)
+        if (int(m.group(1)) if m else 0) == rank:
+            out.append(name)
+    return sorted(out)
 
 
 class SafeCheckpointEngine(TorchCheckpointEngine):
@@ -21,13 +34,6 @@ class SafeCheckpointEngine(TorchCheckpointEngine):
 
     def load(self, path: str, map_location=None):
         return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -71,7 +77,7 @@ class Checkpointer:
             return None
         tag = path.read_text().strip()
         if not (self.directory / tag).is_dir():
-            raise ValueError(f"{path} names checkpoint {tag!r}, which is missing; delete {path} "
+            raise InputError(f"{path} names checkpoint {tag!r}, which is missing; delete {path} "
                              "to start over or restore the folder")
         return tag
 
@@ -92,15 +98,15 @@ class Checkpointer:
         """Restore model, optimiser, scheduler and RNG; return the loop's client state."""
         folder = self.directory / tag
         if not folder.is_dir():
-            raise ValueError(f"checkpoint {folder} does not exist; use --resume auto or a tag from "
+            raise InputError(f"checkpoint {folder} does not exist; use --resume auto or a tag from "
                              f"{sorted(p.name for p in self.directory.iterdir() if p.is_dir())}")
         engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
         path, client = engine.load_checkpoint(str(self.directory), tag=tag)
         if path is None:
-            raise ValueError(f"DeepSpeed could not load checkpoint {folder}; is it complete?")
+            raise InputError(f"DeepSpeed could not load checkpoint {folder}; is it complete?")
         rng_file = folder / f"rng_rank{self.ctx.rank}.pt"
         if not rng_file.is_file():
-            raise ValueError(f"{rng_file} is missing: the checkpoint was written by fewer ranks "
+            raise InputError(f"{rng_file} is missing: the checkpoint was written by fewer ranks "
                              f"than the {self.ctx.world_size} resuming now; resume with the same world size")
         set_rng_state(torch.load(rng_file, weights_only=True), generator)
         return client

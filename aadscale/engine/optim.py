@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 
 from aadscale.config import OptimConfig, check_fused_optimizer
+from aadscale.errors import InputError
 
 # optim.implementation -> the keyword arguments torch's optimisers take for it
 IMPLEMENTATIONS = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True},
@@ -16,7 +17,7 @@ IMPLEMENTATIONS = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": 
 def implementation_kwargs(cfg: OptimConfig) -> dict[str, bool]:
     """``foreach`` / ``fused`` for torch's optimiser from ``optim.implementation``."""
     if cfg.implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"optim.implementation={cfg.implementation!r} must be one of {list(IMPLEMENTATIONS)}")
+        raise InputError(f"optim.implementation={cfg.implementation!r} must be one of {list(IMPLEMENTATIONS)}")
     check_fused_optimizer(cfg)
     return IMPLEMENTATIONS[cfg.implementation]
 
@@ -33,7 +34,7 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> t
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, alpha=0.9, eps=1.0,
                                    weight_decay=cfg.weight_decay, **kernels)
-    raise ValueError(f"optim.name={cfg.name!r} must be sgd, adamw or rmsprop")
+    raise InputError(f"optim.name={cfg.name!r} must be sgd, adamw or rmsprop")
 
 
 def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -53,7 +54,7 @@ def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: in
     elif cfg.schedule == "cosine":
         factor = 0.5 * (1 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
     else:
-        raise ValueError(f"optim.schedule={cfg.schedule!r} is not known")
+        raise InputError(f"optim.schedule={cfg.schedule!r} is not known")
     return warm * factor
 
 

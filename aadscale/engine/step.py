@@ -1,40 +1,63 @@
-"""One training step's maths: the training attack (eval mode, attack.precision) then the objective (train mode)."""
+"""One training step's maths: the training attack (eval mode, ``attack.precision``), then the
+objective's forwards (train mode, ``train.precision``)."""
 from __future__ import annotations
 
 import contextlib
+import logging
+from typing import Callable
 
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import run_attack
-from aadscale.attacks.standard import ce_objective, least_likely_objective
+from aadscale.attacks.ascent import run_attack
+from aadscale.attacks.registry import TrainingAttack, training_attack_spec
+from aadscale.attacks.standard import least_likely_objective
 from aadscale.config import AttackConfig
+from aadscale.errors import InputError
+from aadscale.fused import AdversarialStep, StepOutput
 from aadscale.precision import autocast_dtype
 
+log = logging.getLogger("aadscale.engine")
 
-def training_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-                    generator: torch.Generator | None = None) -> torch.Tensor | None:
-    """The adversarial twin of the batch for training (None for ``attack.name=none``).
+# attack(x, y, generator) -> StepOutput; check_pixels() raises for any bad batch seen so far
+TrainingAttackStep = Callable[..., StepOutput]
 
-    The same attacks as ``attacks.pgd`` / ``fgsm`` / ``step_ll`` with the model in eval mode;
-    their forwards run in float32, or under autocast for ``attack.precision`` bf16/fp16 (the
-    evaluation attacks never do). Only the final iterate is kept: training needs no restarts.
-    """
-    alpha = cfg.alpha or None
-    if cfg.name == "none":
+
+class EagerTrainingAttack:
+    """A training attack the fused step does not cover (StepLL): the attack loop, run eagerly."""
+
+    def __init__(self, model: nn.Module, attack: TrainingAttack, cfg: AttackConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.alpha, self.steps = attack.alpha(cfg.eps, cfg.steps, cfg.alpha), attack.steps(cfg.steps)
+        self.random_start = attack.random_start
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator | None = None) -> StepOutput:
+        """The adversarial twin of ``(x, y)``: the last iterate (training needs no restarts)."""
+        x_adv = run_attack(self.model, x, y, least_likely_objective(self.model, x, y), eps=self.cfg.eps,
+                           alpha=self.alpha, steps=self.steps, random_start=self.random_start, restarts=1,
+                           keep_best=False, generator=generator, dtype=autocast_dtype(self.cfg.precision))
+        return StepOutput(x_adv, None, None)
+
+    def check_pixels(self) -> None:
+        """Nothing is deferred: every call checks its own batch."""
+
+
+def build_training_attack(model: nn.Module, cfg: AttackConfig, mode: str = "eager") -> TrainingAttackStep | None:
+    """The training attack of ``attack.name`` (None for ``none``): the fused PGD step (``mode``
+    eager, graph, compile or auto) for the PGD family, the eager attack loop otherwise."""
+    attack = training_attack_spec(cfg.name)
+    if attack is None:
         return None
-    common = dict(eps=cfg.eps, restarts=1, keep_best=False, generator=generator,
-                  dtype=autocast_dtype(cfg.precision))
-    if cfg.name == "pgd":
-        return run_attack(model, x, y, ce_objective(model, y), alpha=alpha, steps=cfg.steps,
-                          random_start=True, **common)
-    if cfg.name == "fgsm_rs":  # Wong et al.: random start, one step of 1.25 eps
-        return run_attack(model, x, y, ce_objective(model, y), alpha=alpha or 1.25 * cfg.eps, steps=1,
-                          random_start=True, **common)
-    if cfg.name == "step_ll":
-        return run_attack(model, x, y, least_likely_objective(model, x, y), alpha=alpha,
-                          steps=cfg.steps, random_start=False, **common)
-    raise ValueError(f"attack.name={cfg.name!r} must be pgd, fgsm_rs, step_ll or none")
+    if attack.fused:
+        return AdversarialStep(model, eps=cfg.eps, alpha=attack.alpha(cfg.eps, cfg.steps, cfg.alpha),
+                               steps=attack.steps(cfg.steps), mode=mode, cams=False, precision=cfg.precision)
+    if mode in ("graph", "compile"):
+        raise InputError(f"train.step_mode={mode!r} covers the PGD family (pgd, fgsm_rs), not "
+                         f"attack.name={cfg.name!r}; use step mode 'eager' or 'auto' for it")
+    if mode == "auto":
+        log.info("attack %s has no fused step: it runs eagerly", cfg.name)
+    return EagerTrainingAttack(model, attack, cfg)
 
 
 def compute_loss(model: nn.Module, objective, x: torch.Tensor, y: torch.Tensor,

@@ -17,11 +17,14 @@ from typing import Sequence
 
 import torch
 
+from aadscale.atomic import atomic_write_text
+from aadscale.attacks.registry import run_column
 from aadscale.attention import grad_cam, iou, topk_mask
 from aadscale.config import Config, load_config
-from aadscale.evaluate.checkpoint import load_model
+from aadscale.errors import InputError
+from aadscale.evaluate.loading import load_model
 from aadscale.evaluate.robust import column_generator
-from aadscale.evaluate.suite import WORST, attack_column, evaluate_suite
+from aadscale.evaluate.suite import WORST, evaluate_suite
 
 log = logging.getLogger("aadscale.compare")
 
@@ -69,7 +72,7 @@ def train_run(cfg: Config) -> Path:
     resume = "auto" if (run / "checkpoints" / "latest").is_file() else None
     start = time.perf_counter()
     fit(cfg, resume=resume)
-    (run / "train_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    atomic_write_text(run / "train_time.json", json.dumps({"seconds": time.perf_counter() - start}))
     return run
 
 
@@ -82,7 +85,8 @@ def attention_iou(model: torch.nn.Module, dataset, indices: Sequence[int], eps: 
         items = [dataset[i] for i in indices[start:start + batch_size]]
         x = torch.stack([it[0] for it in items]).float()
         y = torch.tensor([int(it[1]) for it in items])
-        x_adv = attack_column(model, x, y, IOU_ATTACK, eps, generator=column_generator(seed, b, IOU_ATTACK, x.device))
+        x_adv = run_column(model, x, y, IOU_ATTACK, eps=eps,
+                           generator=column_generator(seed, b, IOU_ATTACK, x.device))
         cam, cam_adv = grad_cam(model, x, y), grad_cam(model, x_adv, y)
         cells = min(n, cam[0].numel())
         values.append(iou(topk_mask(cam, cells), topk_mask(cam_adv, cells)))
@@ -112,7 +116,7 @@ def evaluate_run(run: Path, o: CompareOptions) -> dict:
     timing = run / "train_time.json"
     if timing.is_file():
         row["train_s"] = json.loads(timing.read_text())["seconds"]
-    cached.write_text(json.dumps({"spec": spec, "row": row}, indent=1))
+    atomic_write_text(cached, json.dumps({"spec": spec, "row": row}, indent=1))
     return row
 
 
@@ -191,7 +195,7 @@ def compare(o: CompareOptions) -> dict:
     """
     unknown = [obj for obj in o.objectives if obj not in OBJECTIVES]
     if unknown or not o.objectives or not o.seeds:
-        raise ValueError(f"objectives {list(o.objectives)} must be a non-empty subset of {list(OBJECTIVES)} "
+        raise InputError(f"objectives {list(o.objectives)} must be a non-empty subset of {list(OBJECTIVES)} "
                          f"and seeds {list(o.seeds)} non-empty")
     configs = {(obj, s): run_config(o, obj, s) for obj in o.objectives for s in o.seeds}  # checks overrides
     rows = {}
@@ -202,10 +206,10 @@ def compare(o: CompareOptions) -> dict:
     out = Path(o.out)
     summary["options"] = asdict(o)
     summary["runs"] = {run_name(obj, s): row for (obj, s), row in rows.items()}
-    (out / "compare.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "compare.json", json.dumps(summary, indent=1))
     cfg = next(iter(configs.values()))
     title = (f"{o.preset}: {cfg.model.name}, eps {cfg.eval.eps:.4g}, "
              f"{cfg.train.max_steps or cfg.train.epochs} {'steps' if cfg.train.max_steps else 'epochs'}")
-    (out / "compare.md").write_text(to_markdown(summary, title))
+    atomic_write_text(out / "compare.md", to_markdown(summary, title))
     plot(summary, out / "compare.png")
     return summary

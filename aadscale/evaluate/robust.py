@@ -2,67 +2,25 @@
 from __future__ import annotations
 
 import itertools
-import re
 import zlib
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from aadscale import attacks
-from aadscale.attacks.loop import eval_mode
+from aadscale.attacks.registry import parse_attack_name, run_column
+from aadscale.errors import InputError
+from aadscale.models.modes import eval_mode
 
 TABLE6 = ("clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20", "cw40", "cw100")
-_NAME = re.compile(r"^(clean|fgsm|step_ll|pgd|cw|iter_step_ll|a3pgd|a3iter_step_ll)(\d*)(?:x(\d+))?$")
-_FUNCS = {"fgsm": attacks.fgsm, "step_ll": attacks.step_ll, "pgd": attacks.pgd, "cw": attacks.cw,
-          "iter_step_ll": attacks.iter_step_ll}
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """A parsed column name: ``pgd40`` = PGD with 40 steps, ``pgd40x5`` = with 5 restarts."""
-    name: str
-    kind: str
-    steps: int
-    restarts: int
-
-
-def parse_attack_name(name: str) -> AttackSpec:
-    """Parse ``clean``, ``fgsm``, ``step_ll``, ``pgd<k>``, ``cw<k>``, ``iter_step_ll<k>``, ``a3pgd<k>``,
-    ``a3iter_step_ll<k>``, optionally ``x<restarts>``."""
-    m = _NAME.match(name.lower())
-    if not m:
-        raise ValueError(f"attack {name!r} not understood; use clean, fgsm, step_ll, pgd<k>, cw<k>, "
-                         "iter_step_ll<k>, a3pgd<k>, a3iter_step_ll<k>, with optional x<restarts> "
-                         "(e.g. pgd40x5)")
-    kind, steps, restarts = m.group(1), m.group(2), m.group(3)
-    single = kind in ("clean", "fgsm", "step_ll")
-    if single and steps:
-        raise ValueError(f"attack {name!r}: {kind} takes no step count")
-    if not single and not steps:
-        raise ValueError(f"attack {name!r}: give a step count, e.g. {kind}10")
-    return AttackSpec(name.lower(), kind, int(steps or 1), int(restarts or 1))
-
-
-def run_spec(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, eps: float,
-             gamma: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The adversarial batch for one parsed attack column (random starts drawn from ``generator``)."""
-    if spec.kind == "clean":
-        return x
-    if spec.kind.startswith("a3"):
-        return attacks.a3(model, x, y, base=spec.kind[2:], gamma=gamma, eps=eps, steps=spec.steps,
-                          restarts=spec.restarts, generator=generator)
-    return _FUNCS[spec.kind](model, x, y, eps=eps, steps=spec.steps, restarts=spec.restarts,
-                             generator=generator)
 
 
 def column_seed(seed: int, batch: int, column: str) -> int:
     """The random-start seed of one batch and column. Step and restart counts are left out,
     so pgd10, pgd40 and pgd40x5 start from the same points (pgd40x5's first restart is
     pgd40's run): columns of one attack differ only in what they add."""
-    kind = re.sub(r"\d+(?:x\d+)?$", "", column.lower())
+    kind = parse_attack_name(column).kind
     return (seed * 1_000_003 + batch * 7919 + zlib.crc32(kind.encode())) % 2 ** 63
 
 
@@ -85,7 +43,7 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
     """
     specs = [parse_attack_name(a) for a in attacks]
     if not specs:
-        raise ValueError("attacks is empty; give at least one column, e.g. ['clean', 'pgd10']")
+        raise InputError("attacks is empty; give at least one column, e.g. ['clean', 'pgd10']")
     if device is None:
         device = next(model.parameters()).device
     correct = dict.fromkeys([s.name for s in specs] + (["worst"] if worst else []), 0)
@@ -101,7 +59,7 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
             resists = torch.ones_like(y, dtype=torch.bool)
             for spec in specs:
                 g = column_generator(seed, b, spec.name, x.device)
-                x_adv = run_spec(model, x, y, spec, eps, gamma, g)
+                x_adv = run_column(model, x, y, spec, eps=eps, gamma=gamma, generator=g)
                 with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
                     right = model(x_adv).argmax(1) == y
                 correct[spec.name] += int(right.sum())
@@ -111,7 +69,7 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
             n += y.shape[0]
             bar.set_postfix({k: f"{100 * v / n:.1f}" for k, v in list(correct.items())[:4]})
     if n == 0:
-        raise ValueError("no images were evaluated: the batches were empty")
+        raise InputError("no images were evaluated: the batches were empty")
     return {**{k: 100.0 * v / n for k, v in correct.items()}, "n": n}
 
 

@@ -4,72 +4,37 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from aadscale.attacks.loop import eval_mode
-from aadscale.attacks.square import square
-from aadscale.evaluate.apgd import apgd
-from aadscale.evaluate.robust import TABLE6, column_generator, format_table, parse_attack_name, run_spec
+from aadscale.atomic import atomic_write_text
+from aadscale.attacks.registry import parse_attack_name, run_column
+from aadscale.distributed import all_reduce_sum, barrier, rank_and_world
+from aadscale.errors import InputError
+from aadscale.evaluate.robust import TABLE6, column_generator, format_table
+from aadscale.models.modes import eval_mode
 
 TABLE7 = ("iter_step_ll10", "a3iter_step_ll10", "pgd10", "a3pgd10")
 PAPER = TABLE6 + TABLE7
 STRONG = ("pgd40x5", "apgd100")
 WORST = "worst"  # images that resist every attack column: the per-image worst case
-_APGD = re.compile(r"^apgd(?:_(ce|dlr))?(\d+)(?:x(\d+))?$")
-_SQUARE = re.compile(r"^square(\d+)(?:x(\d+))?$")
-
-
-def check_column(name: str) -> str:
-    """A column name normalised; ValueError if neither a paper attack, ``apgd[_ce|_dlr]<k>[x<r>]``
-    nor ``square<queries>[x<r>]``."""
-    name = name.strip().lower()
-    if name.startswith("apgd"):
-        m = _APGD.match(name)
-        if not m or int(m.group(2)) < 1:
-            raise ValueError(f"attack {name!r} not understood; write apgd<steps>[x<restarts>], "
-                             "e.g. apgd100 (APGD-CE) or apgd_dlr100x2")
-        return name
-    if name.startswith("square"):
-        m = _SQUARE.match(name)
-        if not m or int(m.group(1)) < 1:
-            raise ValueError(f"attack {name!r} not understood; write square<queries>[x<restarts>], "
-                             "e.g. square1000")
-        return name
-    return parse_attack_name(name).name
-
-
-def attack_column(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,
-                  gamma: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The adversarial batch for one column (paper attacks through ``run_spec``; APGD, Square here)."""
-    m = _APGD.match(name)
-    if m:
-        return apgd(model, x, y, eps=eps, steps=int(m.group(2)), restarts=int(m.group(3) or 1),
-                    loss=m.group(1) or "ce", generator=generator)
-    m = _SQUARE.match(name)
-    if m:
-        return square(model, x, y, eps=eps, queries=int(m.group(1)), restarts=int(m.group(2) or 1),
-                      generator=generator)
-    return run_spec(model, x, y, parse_attack_name(name), eps, gamma, generator)
 
 
 def select_subset(total: int, limit: int | None, seed: int) -> list[int]:
     """``limit`` dataset indices drawn with ``seed`` (all when None or >= total), sorted."""
     if total < 1:
-        raise ValueError("the dataset is empty")
+        raise InputError("the dataset is empty")
     if limit is None or limit >= total:
         return list(range(total))
     if limit < 1:
-        raise ValueError(f"limit={limit} must be >= 1")
+        raise InputError(f"limit={limit} must be >= 1")
     g = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(total, generator=g)[:limit].tolist())
 
@@ -111,12 +76,6 @@ class SuiteSpec:
     extra: dict = field(default_factory=dict)
 
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _read_done(out: Path, columns: list[str]) -> dict[int, dict]:
     """Finished batches from every ``batches.rank*.jsonl`` (a torn last line is ignored)."""
     done: dict[int, dict] = {}
@@ -139,12 +98,11 @@ def _prepare_folder(out: Path, spec: SuiteSpec, rank: int) -> None:
             old = json.loads(meta.read_text())
             diff = [k for k, v in asdict(spec).items() if old.get(k) != v]
             if diff:
-                raise ValueError(f"{out} holds another evaluation ({', '.join(diff)} differ); "
+                raise InputError(f"{out} holds another evaluation ({', '.join(diff)} differ); "
                                  "use a new --out folder or delete this one")
         else:
-            meta.write_text(json.dumps(asdict(spec), indent=1))
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+            atomic_write_text(meta, json.dumps(asdict(spec), indent=1))
+    barrier()
 
 
 def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, eps: float,
@@ -162,17 +120,17 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
     b % world == r and the counts are summed with all_reduce. (Resuming with another
     world size needs the folder shared by all ranks.)
     """
-    paper_cols = [check_column(a) for a in attacks]
-    strong_cols = [check_column(a) for a in strong]
+    paper_cols = [parse_attack_name(a).name for a in attacks]
+    strong_cols = [parse_attack_name(a).name for a in strong]
     columns = list(dict.fromkeys(paper_cols + strong_cols))
     if not columns:
-        raise ValueError("no attack columns; give --attacks and/or --strong")
+        raise InputError("no attack columns; give --attacks and/or --strong")
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+        raise InputError(f"batch_size={batch_size} must be >= 1")
     indices = select_subset(len(dataset), limit, seed)
     spec = SuiteSpec(paper_cols, strong_cols, eps, seed, batch_size, gamma, indices, model_label)
     out = Path(out_dir)
-    rank, world = _rank_world()
+    rank, world = rank_and_world()
     _prepare_folder(out, spec, rank)
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     tracked = columns + [WORST]
@@ -195,7 +153,8 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
             x, y = x.to(device).float(), y.to(device)
             correct, resists = {}, torch.ones_like(y, dtype=torch.bool)
             for c in columns:
-                x_adv = attack_column(model, x, y, c, eps, gamma, column_generator(seed, b, c, device))
+                x_adv = run_column(model, x, y, c, eps=eps, gamma=gamma,
+                                   generator=column_generator(seed, b, c, device))
                 with torch.no_grad(), torch.autocast(device.type, enabled=False):
                     right = model(x_adv).argmax(1) == y
                 correct[c] = int(right.sum())
@@ -208,19 +167,19 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
             bar.set_postfix({c: f"{100 * correct[c] / y.shape[0]:.0f}" for c in columns[:4]})
     if world > 1:
         counts = counts.to(device)
-        dist.all_reduce(counts)
+        all_reduce_sum(counts)
         counts = counts.cpu()
     n = int(counts[0])
     if n != len(indices):
-        raise ValueError(f"counted {n} images but the subset has {len(indices)}; "
+        raise InputError(f"counted {n} images but the subset has {len(indices)}; "
                          f"the batch logs in {out} are inconsistent: delete the folder and rerun")
     results = {c: 100.0 * float(counts[1 + i]) / n for i, c in enumerate(tracked)}
     check = masking_check(results, paper_cols, strong_cols, masking_threshold)
     report = {"results": {**results, "n": n}, "masking_check": check, "eps": eps, "seed": seed,
               "indices": indices, "model": model_label, "resumed_batches": len(mine) - len(todo)}
     if rank == 0:
-        (out / "results.json").write_text(json.dumps(report, indent=1))
-        (out / "results.md").write_text(format_report(report, paper_cols, strong_cols))
+        atomic_write_text(out / "results.json", json.dumps(report, indent=1))
+        atomic_write_text(out / "results.md", format_report(report, paper_cols, strong_cols))
         if check["suspected"]:
             print("\n" + "!" * 78 + "\n" + check["message"] + "\n" + "!" * 78, file=sys.stderr)
     return report

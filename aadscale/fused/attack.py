@@ -6,10 +6,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import ascend, attack_autocast, eval_mode
+from aadscale.attacks.ascent import ascend, attack_autocast
 from aadscale.attacks.standard import ce_objective
 from aadscale.attacks.threat import LinfStep
 from aadscale.attention.gradcam import grad_cam
+from aadscale.models.modes import eval_mode
 
 
 class StepOutput(NamedTuple):

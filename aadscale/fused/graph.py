@@ -5,6 +5,8 @@ from typing import Any, Callable
 
 import torch
 
+from aadscale.errors import InputError
+
 Outputs = Any  # what fn returns: a NamedTuple of tensors (or None entries)
 
 
@@ -24,7 +26,7 @@ class CapturedCall:
     def __init__(self, fn: Callable[..., Outputs], x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None, *, warmup: int = 3, pool=None) -> None:
         if x.device.type != "cuda":
-            raise ValueError(f"CUDA-graph capture needs CUDA inputs, got device {x.device}")
+            raise InputError(f"CUDA-graph capture needs CUDA inputs, got device {x.device}")
         device = x.device
         self.fn, self.generator = fn, generator
         self.x, self.y = x.detach().clone(), y.detach().clone()

@@ -4,15 +4,16 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import torch
-from torch import nn
-
+from aadscale.errors import InputError
 from aadscale.models import imagenet, small  # noqa: F401  (registers the builders)
 from aadscale.models.imagenet import TORCHVISION_WEIGHTS
+from aadscale.models.modes import eval_mode, frozen_running_stats
 from aadscale.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, PixelModel
 from aadscale.models.registry import get_builder, list_models, register_model
+from aadscale.models.weights import load_state, read_weights
 
-__all__ = ["build", "list_models", "register_model", "Normalize", "PixelModel"]
+__all__ = ["build", "list_models", "register_model", "Normalize", "PixelModel", "eval_mode",
+           "frozen_running_stats", "load_weights", "load_state", "read_weights"]
 
 
 def _stats(in_channels: int, mean, std):
@@ -21,7 +22,7 @@ def _stats(in_channels: int, mean, std):
     if std is None:
         std = IMAGENET_STD if in_channels == 3 else (0.5,) * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
-        raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries but in_channels={in_channels}")
+        raise InputError(f"mean/std have {len(mean)}/{len(std)} entries but in_channels={in_channels}")
     return mean, std
 
 
@@ -34,14 +35,14 @@ def build(name: str, num_classes: int, pretrained: bool | str = False, *, in_cha
     """
     builder = get_builder(name)
     if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes} must be >= 2")
+        raise InputError(f"num_classes={num_classes} must be >= 2")
     kwargs: dict = {"in_channels": in_channels}
     if dropout is not None:
         kwargs["dropout"] = dropout
     use_tv = pretrained is True or pretrained == "torchvision"
     if use_tv:
         if name not in TORCHVISION_WEIGHTS:
-            raise ValueError(f"model {name!r} has no torchvision weights; models that do: "
+            raise InputError(f"model {name!r} has no torchvision weights; models that do: "
                              f"{', '.join(TORCHVISION_WEIGHTS)} (or pass a state_dict path)")
         kwargs["weights"] = TORCHVISION_WEIGHTS[name]
         # the ImageNet head is loaded first, then replaced if num_classes differs
@@ -56,20 +57,6 @@ def build(name: str, num_classes: int, pretrained: bool | str = False, *, in_cha
 
 
 def load_weights(model: PixelModel, path: str | Path) -> None:
-    """Load a state_dict file (of the PixelModel or of the bare network) with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"pretrained weights {str(path)!r} not found; give a path to a state_dict file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    target: nn.Module = model if any(k.startswith("net.") for k in state) else model.net
-    try:
-        missing, unexpected = target.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"{path}: state_dict does not fit the model ({str(err)[:300]}); was it "
-                         "saved from the same architecture and class count?") from None
-    if missing or unexpected:
-        raise ValueError(f"{path}: state_dict does not fit the model (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}); was it saved from the same architecture "
-                         "and class count?")
+    """Load a state_dict file (of the PixelModel, of the bare network, or an engine export)."""
+    obj = read_weights(path)
+    load_state(model, obj["model"] if isinstance(obj.get("model"), dict) else obj, str(path))

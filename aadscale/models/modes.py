@@ -10,6 +10,18 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode, then restore each one's own previous mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+@contextlib.contextmanager
 def frozen_running_stats(model: nn.Module, frozen: bool = True) -> Iterator[nn.Module]:
     """Inside, BatchNorm layers in train mode still normalise with batch statistics but do not
     update their running statistics (or ``num_batches_tracked``); ``frozen=False`` is a no-op.

@@ -7,6 +7,8 @@ from typing import Callable
 
 from torch import nn
 
+from aadscale.errors import InputError
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -24,7 +26,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_builder(name: str) -> Callable[..., nn.Module]:
-    """The builder registered under ``name``; ValueError listing the known names otherwise."""
+    """The builder registered under ``name``; InputError listing the known names otherwise."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise InputError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name]

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aadscale.errors import InputError
 from aadscale.models.modes import frozen_running_stats
 
 CLS_LOSSES = ("ce", "soft_margin")
@@ -16,7 +17,7 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce")
         return F.cross_entropy(logits, y)
     if kind == "soft_margin":
         return F.multilabel_soft_margin_loss(logits, F.one_hot(y, logits.shape[1]).to(logits.dtype))
-    raise ValueError(f"cls_loss={kind!r} must be one of {CLS_LOSSES}")
+    raise InputError(f"cls_loss={kind!r} must be one of {CLS_LOSSES}")
 
 
 def plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor | None = None, *,

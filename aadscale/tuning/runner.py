@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Iterator
 
 from aadscale.config import Config, from_dict, load_config, to_dict
-from aadscale.tuning.space import (SweepSpace, check_space, load_space, parse_space, pbt_mutations,
-                                   tune_space, with_choices)
+from aadscale.errors import InputError
+from aadscale.tuning.space import (
+    SweepSpace,
+    check_space,
+    load_space,
+    parse_space,
+    pbt_mutations,
+    tune_space,
+    with_choices,
+)
 
 log = logging.getLogger("aadscale.tuning")
 
@@ -86,19 +94,19 @@ def _is_uri(path: str) -> bool:
 
 def _check_options(o: SweepOptions, space: SweepSpace) -> None:
     if o.scheduler not in SCHEDULERS:
-        raise ValueError(f"--scheduler {o.scheduler!r} is not valid; use one of {list(SCHEDULERS)}")
+        raise InputError(f"--scheduler {o.scheduler!r} is not valid; use one of {list(SCHEDULERS)}")
     if o.scheduler == "pbt" and space.search == "optuna":
-        raise ValueError("--scheduler pbt chooses the configs itself; use it with --search grid or random")
+        raise InputError("--scheduler pbt chooses the configs itself; use it with --search grid or random")
     for flag, value, low in (("--workers-per-trial", o.workers_per_trial, 1), ("--num-samples", o.num_samples, 1),
                              ("--max-failures", o.max_failures, 0), ("--max-concurrent", o.max_concurrent, 1),
                              ("--num-cpus", o.num_cpus, 1)):
         if value is not None and value < low:
-            raise ValueError(f"{flag} {value} must be >= {low}")
+            raise InputError(f"{flag} {value} must be >= {low}")
     if o.cpus_per_worker <= 0 or o.gpus_per_worker < 0:
-        raise ValueError(f"--cpus-per-worker {o.cpus_per_worker} must be > 0 and --gpus-per-worker "
+        raise InputError(f"--cpus-per-worker {o.cpus_per_worker} must be > 0 and --gpus-per-worker "
                          f"{o.gpus_per_worker} >= 0")
     if o.name is not None and not _NAME.match(o.name):
-        raise ValueError(f"--name {o.name!r} must be letters, digits and . _ + = - (one path component)")
+        raise InputError(f"--name {o.name!r} must be letters, digits and . _ + = - (one path component)")
 
 
 def plan_sweep(o: SweepOptions) -> _Plan:
@@ -125,7 +133,7 @@ def _fs(uri: str):
 def _write_state(plan: _Plan) -> None:
     fs, path = _fs(plan.experiment_path)
     if fs.get_file_info(f"{path}/{STATE_FILE}").type.name != "NotFound":
-        raise ValueError(f"{plan.experiment_path} already holds a sweep; continue it with "
+        raise InputError(f"{plan.experiment_path} already holds a sweep; continue it with "
                          f"--resume {plan.experiment_path} or choose another --name")
     fs.create_dir(path, recursive=True)
     space = {"params": {k: {p.kind: list(p.args)} for k, p in plan.space.params.items()},
@@ -141,7 +149,7 @@ def _read_state(experiment_path: str) -> _Plan:
     experiment_path = experiment_path if _is_uri(experiment_path) else os.path.abspath(experiment_path)
     fs, path = _fs(experiment_path)
     if fs.get_file_info(f"{path}/{STATE_FILE}").type.name == "NotFound":
-        raise ValueError(f"--resume {experiment_path}: no {STATE_FILE} there; give the experiment folder "
+        raise InputError(f"--resume {experiment_path}: no {STATE_FILE} there; give the experiment folder "
                          "a sweep printed when it started (<storage>/<name>)")
     with fs.open_input_stream(f"{path}/{STATE_FILE}") as f:
         state = json.loads(f.read().decode())
@@ -156,11 +164,11 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         return  # Ray finds a local cluster itself and says so at once when there is none
     host, sep, port = address.split("://")[-1].rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"--address {address!r} must be 'auto', host:port or ray://host:port")
+        raise InputError(f"--address {address!r} must be 'auto', host:port or ray://host:port")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as err:
-        raise ValueError(f"--address {address}: no Ray cluster answers ({err}). Start one with "
+        raise InputError(f"--address {address}: no Ray cluster answers ({err}). Start one with "
                          "`ray start --head` (see docs/tuning.md), or leave --address out for a local Ray") from None
 
 
@@ -176,7 +184,7 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict]:
         try:
             ray.init(address=address, runtime_env=runtime_env)
         except ConnectionError as err:
-            raise ValueError(f"--address {address}: no Ray cluster answers ({err}). Start one with "
+            raise InputError(f"--address {address}: no Ray cluster answers ({err}). Start one with "
                              "`ray start --head` (see docs/tuning.md), or leave --address out for a "
                              "local Ray") from None
     else:
@@ -191,7 +199,7 @@ def _concurrency(o: SweepOptions, resources: dict, local: bool) -> int:
     cpus, gpus = o.workers_per_trial * o.cpus_per_worker, o.workers_per_trial * o.gpus_per_worker
     have_cpu, have_gpu = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if local and (cpus + TRIAL_CPU > have_cpu + 1e-9 or gpus > have_gpu):
-        raise ValueError(f"a trial needs {cpus + TRIAL_CPU:g} CPUs and {gpus:g} GPUs "
+        raise InputError(f"a trial needs {cpus + TRIAL_CPU:g} CPUs and {gpus:g} GPUs "
                          f"({o.workers_per_trial} workers x {o.cpus_per_worker:g} CPU, {o.gpus_per_worker:g} GPU, "
                          f"plus {TRIAL_CPU} for the trial) but the local Ray has {have_cpu:g} CPUs and "
                          f"{have_gpu:g} GPUs; lower --cpus-per-worker (e.g. "
@@ -221,7 +229,7 @@ def _searcher(plan: _Plan):
         from ray.tune.search.optuna import OptunaSearch
         return OptunaSearch()
     except (ImportError, AssertionError) as err:
-        raise ValueError(f"--search optuna needs the optuna package ({err}); pip install optuna") from None
+        raise InputError(f"--search optuna needs the optuna package ({err}); pip install optuna") from None
 
 
 def _trainable(plan: _Plan, callbacks: tuple):

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from aadscale.config import Config, field_names, from_dict, to_dict
+from aadscale.errors import InputError
 
 KINDS = ("values", "uniform", "loguniform", "randint")
 SEARCHES = ("grid", "random", "optuna")
@@ -31,52 +32,52 @@ class SweepSpace:
     """The swept fields, the search over them and the objective (an eval metric or a weighted score)."""
     params: dict[str, Param]
     search: str = "grid"
-    metric: str = "eval/pgd10"
+    metric: str = "eval/worst"
     mode: str = "max"
     weights: dict[str, float] = field(default_factory=dict)
 
 
 def _param(name: str, spec: Any, where: str) -> Param:
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ValueError(f"{where}: {name} must be one of {{values: [...]}}, {{uniform: [lo, hi]}}, "
+        raise InputError(f"{where}: {name} must be one of {{values: [...]}}, {{uniform: [lo, hi]}}, "
                          f"{{loguniform: [lo, hi]}} or {{randint: [lo, hi]}}, got {spec!r}")
     (kind, args), = spec.items()
     if kind not in KINDS:
-        raise ValueError(f"{where}: {name}: unknown kind {kind!r}; use one of {list(KINDS)}")
+        raise InputError(f"{where}: {name}: unknown kind {kind!r}; use one of {list(KINDS)}")
     if not isinstance(args, list):
-        raise ValueError(f"{where}: {name}.{kind} must be a list, got {args!r}")
+        raise InputError(f"{where}: {name}.{kind} must be a list, got {args!r}")
     if kind == "values":
         if not args:
-            raise ValueError(f"{where}: {name}.values is empty; list at least one value")
+            raise InputError(f"{where}: {name}.values is empty; list at least one value")
         return Param(name, kind, tuple(args))
     if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-        raise ValueError(f"{where}: {name}.{kind} must be [lo, hi] numbers, got {args!r}")
+        raise InputError(f"{where}: {name}.{kind} must be [lo, hi] numbers, got {args!r}")
     lo, hi = args
     if not lo < hi or (kind == "loguniform" and lo <= 0):
-        raise ValueError(f"{where}: {name}.{kind}={args!r} needs lo < hi" +
+        raise InputError(f"{where}: {name}.{kind}={args!r} needs lo < hi" +
                          (" and lo > 0" if kind == "loguniform" else ""))
     if kind == "randint" and not (float(lo).is_integer() and float(hi).is_integer()):
-        raise ValueError(f"{where}: {name}.randint={args!r} needs integer bounds")
+        raise InputError(f"{where}: {name}.randint={args!r} needs integer bounds")
     return Param(name, kind, (lo, hi))
 
 
 def parse_space(data: Any, where: str = "search space") -> SweepSpace:
     """Build a SweepSpace from the YAML mapping (keys: params, search, metric, mode, weights)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping with a 'params' section, got {data!r}")
+        raise InputError(f"{where} must be a mapping with a 'params' section, got {data!r}")
     unknown = set(data) - {"params", "search", "metric", "mode", "weights"}
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; use params, search, metric, mode, weights")
+        raise InputError(f"{where}: unknown keys {sorted(unknown)}; use params, search, metric, mode, weights")
     params = data.get("params")
     if not isinstance(params, dict) or not params:
-        raise ValueError(f"{where}: 'params' must map at least one dotted config field "
+        raise InputError(f"{where}: 'params' must map at least one dotted config field "
                          "(e.g. objective.lambda1) to {values: [...]} or a range")
     weights = data.get("weights") or {}
     if not isinstance(weights, dict):
-        raise ValueError(f"{where}: weights must map attack names to numbers, got {weights!r}")
+        raise InputError(f"{where}: weights must map attack names to numbers, got {weights!r}")
     space = SweepSpace(params={str(k): _param(str(k), v, where) for k, v in params.items()},
                        search=data.get("search", "grid"),
-                       metric=data.get("metric", SCORE if weights else "eval/pgd10"),
+                       metric=data.get("metric", SCORE if weights else "eval/worst"),
                        mode=data.get("mode", "max"), weights={str(k): float(v) for k, v in weights.items()})
     return space
 
@@ -85,7 +86,7 @@ def load_space(path: str | Path) -> SweepSpace:
     """Read a search-space YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"search space {path} not found; see aadscale/presets/sweeps/ for examples")
+        raise InputError(f"search space {path} not found; see aadscale/presets/sweeps/ for examples")
     return parse_space(yaml.safe_load(path.read_text()), str(path))
 
 
@@ -112,40 +113,40 @@ def with_params(base: Config, params: dict[str, Any]) -> Config:
 
 def _check_objective(space: SweepSpace, attacks: list[str]) -> None:
     if space.mode not in MODES:
-        raise ValueError(f"mode={space.mode!r} is not valid; use max or min")
+        raise InputError(f"mode={space.mode!r} is not valid; use max or min")
     known = [a.lower() for a in attacks] + (["worst"] if len(attacks) > 1 else [])  # as the engine reports
     if space.metric == SCORE:
         if not space.weights:
-            raise ValueError("metric=score needs weights, e.g. --weights clean=0.3,pgd10=0.7")
+            raise InputError("metric=score needs weights, e.g. --weights clean=0.3,pgd10=0.7")
         missing = [k for k in space.weights if k.lower() not in known]
         if missing:
-            raise ValueError(f"weights name {missing}, which eval.attacks={attacks} does not evaluate; "
+            raise InputError(f"weights name {missing}, which eval.attacks={attacks} does not evaluate; "
                              "add them to eval.attacks or change the weights")
         return
     if space.weights:
-        raise ValueError(f"weights are given but metric={space.metric!r}; weights need metric=score")
+        raise InputError(f"weights are given but metric={space.metric!r}; weights need metric=score")
     if not space.metric.startswith("eval/") or space.metric[5:].lower() not in known:
-        raise ValueError(f"metric={space.metric!r} is not reported; use score or one of "
+        raise InputError(f"metric={space.metric!r} is not reported; use score or one of "
                          f"{['eval/' + a for a in known]} (eval.attacks decides which exist)")
 
 
 def check_space(space: SweepSpace, base: Config) -> None:
-    """Raise ValueError, before any trial starts, for anything in ``space`` a trial would trip on."""
+    """Raise InputError, before any trial starts, for anything in ``space`` a trial would trip on."""
     if space.search not in SEARCHES:
-        raise ValueError(f"search={space.search!r} is not valid; use one of {list(SEARCHES)}")
+        raise InputError(f"search={space.search!r} is not valid; use one of {list(SEARCHES)}")
     names = set(field_names())
     for name, p in space.params.items():
         if name in _OWNED:
-            raise ValueError(f"{name} cannot be swept: the sweep names each trial's run folder; "
+            raise InputError(f"{name} cannot be swept: the sweep names each trial's run folder; "
                              "set log.dir with an override instead")
         if name not in names:
             import difflib
             close = difflib.get_close_matches(name, sorted(names), n=3)
-            raise ValueError(f"unknown config field {name!r} in the search space"
+            raise InputError(f"unknown config field {name!r} in the search space"
                              + (f"; did you mean {', '.join(close)}?" if close else
                                 "; see aadscale.config.field_names() for every dotted name"))
         if space.search == "grid" and p.kind != "values":
-            raise ValueError(f"search=grid needs a finite list for {name} ({{values: [...]}}), got "
+            raise InputError(f"search=grid needs a finite list for {name} ({{values: [...]}}), got "
                              f"{p.kind} {list(p.args)}; use --search random or optuna for ranges")
         for value in p.args:  # every listed value and both range ends must make a valid config
             with_params(base, {name: value})

@@ -4,28 +4,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
 
 from aadscale.config import from_dict
 from aadscale.engine import Callback, StepInfo, fit
+from aadscale.engine.checkpoint import files_of_rank
+from aadscale.tracking import RunFolder
 from aadscale.tuning.space import objective_metrics
 
 ENGINE_JSON = "aadscale_checkpoint.json"
-_RANK_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")
-
-
-def files_of_rank(names: Sequence[str], rank: int) -> list[str]:
-    """The files of a checkpoint folder that ``rank`` wrote (its ZeRO shards and RNG; rank 0 the rest)."""
-    out = []
-    for name in names:
-        m = _RANK_FILE.search(name)
-        if (int(m.group(1)) if m else 0) == rank:
-            out.append(name)
-    return sorted(out)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -76,9 +65,8 @@ def restore_tag(source: Path, checkpoints: Path, key: str) -> str:
 class EpochReporter(Callback):
     """Reports metrics and a Ray checkpoint of the engine's checkpoint after every epoch, and at the end."""
 
-    def __init__(self, rank: int, weights: dict[str, float], eval_every: int, epochs: int) -> None:
+    def __init__(self, rank: int, weights: dict[str, float]) -> None:
         self.rank, self.weights = rank, weights
-        self.eval_every, self.epochs = eval_every, epochs
         self.latest: StepInfo | None = None
         self.reported: Path | None = None
 
@@ -86,9 +74,9 @@ class EpochReporter(Callback):
         self.latest = info
 
     def on_epoch_end(self, info: StepInfo) -> None:
-        fresh = self.eval_every and info.epoch % self.eval_every == 0 and info.epoch < self.epochs
-        metrics = info.metrics if fresh else {k: v for k, v in info.metrics.items() if not k.startswith("eval/")}
-        self.report(info.step, info.epoch, metrics)  # the engine evaluated this epoch only when fresh
+        metrics = info.metrics if info.evaluated else {k: v for k, v in info.metrics.items()
+                                                       if not k.startswith("eval/")}
+        self.report(info.step, info.epoch, metrics)  # eval/* only from an epoch the engine evaluated
 
     def finish(self, result: dict) -> None:
         """The last report: the final evaluation, with the final checkpoint if it is new."""
@@ -121,7 +109,7 @@ def train_worker(loop_config: dict) -> None:
     import ray.train
     cfg = from_dict(loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
-    checkpoints = Path(cfg.log.dir) / cfg.log.name / "checkpoints"
+    checkpoints = RunFolder(cfg.log.dir, cfg.log.name).checkpoints
     resume = "auto"  # no Ray checkpoint: continue whatever this run folder already holds
     checkpoint = ray.train.get_checkpoint()  # set when Ray Train retries this trial's workers
     if checkpoint is None and loop_config.get("restore_from"):  # a Tune restart, or PBT's donor
@@ -129,6 +117,6 @@ def train_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = restore_tag(Path(folder), checkpoints, checkpoint.path)
-    reporter = EpochReporter(rank, loop_config.get("weights") or {}, cfg.eval.every_epochs, cfg.train.epochs)
+    reporter = EpochReporter(rank, loop_config.get("weights") or {})
     result = fit(cfg, [reporter, *loop_config.get("callbacks", ())], resume=resume)
     reporter.finish(result)

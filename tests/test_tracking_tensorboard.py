@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aadscale.config import Config, to_dict
-from aadscale.logging import TBLogger, cam_grid, flatten, read_events
+from aadscale.tracking import TBLogger, cam_grid, flatten, read_events
 
 
 def batch(n=4, size=16, channels=3):

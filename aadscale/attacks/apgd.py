@@ -4,18 +4,20 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from aadscale.attacks.loop import check_inputs, eval_mode
+from aadscale.attacks.ascent import check_inputs
+from aadscale.attacks.losses import ce_loss, dlr_loss
 from aadscale.attacks.threat import LinfStep
+from aadscale.errors import InputError
+from aadscale.models.modes import eval_mode
 
 
 def checkpoints(steps: int) -> list[int]:
     """Iterations where the step size may be halved: p_0 = 0, p_1 = 0.22,
     p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), times ``steps``, rounded up."""
     if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
+        raise InputError(f"steps={steps} must be >= 1")
     p, out = [0.0, 0.22], []
     while p[-1] <= 1:
         w = math.ceil(p[-1] * steps)
@@ -25,17 +27,7 @@ def checkpoints(steps: int) -> list[int]:
     return out
 
 
-def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Difference of logits ratio, -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3): scale invariant."""
-    if logits.shape[1] < 3:
-        raise ValueError(f"the DLR loss needs >= 3 classes, the model has {logits.shape[1]}; use loss='ce'")
-    top = logits.sort(dim=1, descending=True).values
-    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
-    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).max(1).values
-    return -(true - others) / (top[:, 0] - top[:, 2] + 1e-12)
-
-
-LOSSES = {"ce": lambda logits, y: F.cross_entropy(logits, y, reduction="none"), "dlr": dlr_loss}
+LOSSES = {"ce": ce_loss, "dlr": dlr_loss}
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100,
@@ -53,9 +45,9 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
     """
     check_inputs(x, y, eps)
     if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} must be one of {sorted(LOSSES)}")
+        raise InputError(f"loss={loss!r} must be one of {sorted(LOSSES)}")
     if steps < 1 or restarts < 1:
-        raise ValueError(f"steps={steps} and restarts={restarts} must be >= 1")
+        raise InputError(f"steps={steps} and restarts={restarts} must be >= 1")
     loss_fn = LOSSES[loss]
     x = x.detach().float()
     y = y.to(x.device)

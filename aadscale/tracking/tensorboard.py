@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
+from aadscale.errors import InputError
 from aadscale.visualize import overlay
 
 HPARAM_TYPES = (bool, int, float, str)
@@ -37,11 +38,11 @@ def cam_grid(x: torch.Tensor, x_adv: torch.Tensor, cam_clean: torch.Tensor, cam_
     """A [3, H, W] grid of the first ``n`` images, rows: clean | adversarial | clean + map | adversarial + map."""
     from torchvision.utils import make_grid  # late: only image logging needs torchvision here
     if x.shape != x_adv.shape or x.dim() != 4:
-        raise ValueError(f"x and x_adv must be [N, C, H, W] of one shape, got {tuple(x.shape)} "
+        raise InputError(f"x and x_adv must be [N, C, H, W] of one shape, got {tuple(x.shape)} "
                          f"and {tuple(x_adv.shape)}")
     n = min(n, x.shape[0])
     if n < 1:
-        raise ValueError(f"n={n} must be >= 1 and the batch non-empty")
+        raise InputError(f"n={n} must be >= 1 and the batch non-empty")
     rows = [_rgb(x[:n]), _rgb(x_adv[:n]), overlay(x[:n], cam_clean[:n]).cpu(),
             overlay(x_adv[:n], cam_adv[:n]).cpu()]
     return make_grid(torch.cat(rows), nrow=n, padding=2, pad_value=1.0)
@@ -73,7 +74,7 @@ class TBLogger:
     def image_grid(self, tag: str, images: torch.Tensor, step: int, nrow: int = 8) -> None:
         """Images [N, 3, H, W] in [0, 1] tiled ``nrow`` per row, or a ready grid [3, H, W]."""
         if images.dim() not in (3, 4) or images.shape[-3] not in (1, 3):
-            raise ValueError(f"images must be [N, 1|3, H, W] or a grid [1|3, H, W], got "
+            raise InputError(f"images must be [N, 1|3, H, W] or a grid [1|3, H, W], got "
                              f"{tuple(images.shape)}")
         if self._writer is None:
             return
@@ -117,7 +118,7 @@ def read_events(log_dir: str | Path) -> dict:
     """Read event files back: ``{"scalars": {tag: [(step, value)]}, "images": {tag: count}, "hparams": bool}``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     if not Path(log_dir).is_dir():
-        raise ValueError(f"TensorBoard folder {log_dir} does not exist")
+        raise InputError(f"TensorBoard folder {log_dir} does not exist")
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()

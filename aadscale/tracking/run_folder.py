@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from aadscale.atomic import atomic_write_text
 from aadscale.config import Config, dump_yaml
+from aadscale.errors import InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -20,26 +20,12 @@ def default_run_name(preset: str, now: float | None = None) -> str:
     return f"{preset}-{stamp}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RunFolder:
     """``root/name/`` holding ``config.yaml``, ``tb/``, ``checkpoints/`` and JSON results (created on init)."""
 
     def __init__(self, root: str | Path, name: str):
         if not _NAME.match(name):
-            raise ValueError(f"run name {name!r} must be one path component of letters, digits "
+            raise InputError(f"run name {name!r} must be one path component of letters, digits "
                              "and . _ + = - (e.g. demo-20260101-120000)")
         self.path = Path(root) / name
         self.tb = self.path / "tb"
@@ -49,6 +35,11 @@ class RunFolder:
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def model_path(self) -> Path:
+        """The exported float32 model: ``{"model": state_dict, "config": ...}``."""
+        return self.path / "model.pt"
 
     @property
     def config_path(self) -> Path:
@@ -63,7 +54,7 @@ class RunFolder:
     def json_path(self, name: str) -> Path:
         """``<run>/<name>.json`` (".json" added if missing); ``name`` must be a bare file name."""
         if not name or Path(name).name != name:
-            raise ValueError(f"JSON name {name!r} must be a file name inside the run folder, not a path")
+            raise InputError(f"JSON name {name!r} must be a file name inside the run folder, not a path")
         return self.path / (name if name.endswith(".json") else f"{name}.json")
 
     def write_json(self, name: str, obj: Any) -> Path:

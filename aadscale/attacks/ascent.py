@@ -1,47 +1,35 @@
 """The one iterative attack loop: eval mode, float32, projection, restarts keeping the worst case."""
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
-from aadscale.attacks.threat import LinfStep
+from aadscale.attacks.threat import LinfStep, check_eps
+from aadscale.errors import InputError
+from aadscale.models.modes import eval_mode
 
 # objective(x_adv) -> (per-sample loss to ascend, logits)
 AttackObjective = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode, then restore each one's own previous mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
-
-
 def check_shapes(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
     """Reject shapes, label dtypes and eps that would make an attack silently wrong (no device sync)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
-        raise ValueError(f"x must be a float tensor [N, C, H, W], got "
+        raise InputError(f"x must be a float tensor [N, C, H, W], got "
                          f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0] \
             or y.dtype.is_floating_point:
-        raise ValueError(f"y must be integer labels of shape [{x.shape[0]}], got "
+        raise InputError(f"y must be integer labels of shape [{x.shape[0]}], got "
                          f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}")
-    if not (eps >= 0 and eps <= 1):
-        raise ValueError(f"eps={eps} must be in [0, 1] (pixel space, e.g. 8/255)")
+    check_eps(eps)
 
 
 def check_pixel_range(lo: torch.Tensor, hi: torch.Tensor) -> None:
     """Refuse pixels outside [0, 1] (or NaN) given their minimum and maximum; one device sync."""
     if not (lo >= 0 and hi <= 1):  # also catches NaN
-        raise ValueError(f"pixel values must be in [0, 1], got [{lo.item():.3f}, {hi.item():.3f}]; "
+        raise InputError(f"pixel values must be in [0, 1], got [{lo.item():.3f}, {hi.item():.3f}]; "
                          "pass un-normalised images: normalisation is the model's first layer")
 
 
@@ -100,10 +88,10 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: At
     """
     check_inputs(x, y, eps)
     if steps < 1 or restarts < 1:
-        raise ValueError(f"steps={steps} and restarts={restarts} must be >= 1")
+        raise InputError(f"steps={steps} and restarts={restarts} must be >= 1")
     alpha = default_alpha(eps, steps) if alpha is None else alpha
     if alpha <= 0 and eps > 0:
-        raise ValueError(f"alpha={alpha} must be > 0")
+        raise InputError(f"alpha={alpha} must be > 0")
     x = x.detach().float()
     y = y.to(x.device)
     track = keep_best or restarts > 1

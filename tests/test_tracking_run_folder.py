@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from aadscale.config import load_config, load_run_config
-from aadscale.logging import RunFolder, default_run_name
+from aadscale.tracking import RunFolder, default_run_name
 
 
 def test_layout_and_config(tmp_path):

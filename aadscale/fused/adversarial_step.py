@@ -9,7 +9,8 @@ import time
 import torch
 from torch import nn
 
-from aadscale.attacks.loop import check_pixel_range, check_shapes, default_alpha
+from aadscale.attacks.ascent import check_pixel_range, check_shapes, default_alpha
+from aadscale.errors import InputError
 from aadscale.fused.attack import StepOutput, clean_adv_cams, pgd_last, pgd_with_cams
 from aadscale.fused.graph import CapturedCall
 from aadscale.precision import autocast_dtype
@@ -28,12 +29,12 @@ def is_zero3_partitioned(model: nn.Module) -> bool:
 def resolve_mode(mode: str, device: torch.device, zero3: bool = False) -> str:
     """The mode that runs: ``auto`` is graph on CUDA (eager under ZeRO-3) and eager elsewhere."""
     if mode not in MODES:
-        raise ValueError(f"step mode {mode!r} must be one of {list(MODES)}")
+        raise InputError(f"step mode {mode!r} must be one of {list(MODES)}")
     if mode == "graph" and device.type != "cuda":
-        raise ValueError(f"step mode 'graph' records CUDA graphs but the model is on {device}; "
+        raise InputError(f"step mode 'graph' records CUDA graphs but the model is on {device}; "
                          "use 'eager' (or 'auto', which picks eager off CUDA)")
     if mode == "graph" and zero3:
-        raise ValueError("step mode 'graph' cannot capture a ZeRO-3 model (its parameters are "
+        raise InputError("step mode 'graph' cannot capture a ZeRO-3 model (its parameters are "
                          "gathered by hooks on every forward); use 'eager' or train.zero_stage <= 2")
     if mode == "auto":
         return "graph" if device.type == "cuda" and not zero3 else "eager"
@@ -61,14 +62,14 @@ class AdversarialStep:
                  mode: str = "eager", layer: str | None = None, cams: bool = True,
                  other_shapes: str = "capture", warmup: int = 3, precision: str = "fp32") -> None:
         if steps < 1:
-            raise ValueError(f"steps={steps} must be >= 1")
+            raise InputError(f"steps={steps} must be >= 1")
         alpha = default_alpha(eps, steps) if alpha is None else alpha
         if alpha <= 0 and eps > 0:
-            raise ValueError(f"alpha={alpha} must be > 0")
+            raise InputError(f"alpha={alpha} must be > 0")
         if other_shapes not in OTHER_SHAPES:
-            raise ValueError(f"other_shapes={other_shapes!r} must be one of {list(OTHER_SHAPES)}")
+            raise InputError(f"other_shapes={other_shapes!r} must be one of {list(OTHER_SHAPES)}")
         if warmup < 1:
-            raise ValueError(f"warmup={warmup} must be >= 1 (capture needs a warmed-up autograd)")
+            raise InputError(f"warmup={warmup} must be >= 1 (capture needs a warmed-up autograd)")
         self.model, self.eps, self.cams, self.layer = model, eps, cams, layer
         self.requested, self.other_shapes, self.warmup = mode, other_shapes, warmup
         device = next(model.parameters()).device

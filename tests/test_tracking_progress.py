@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from aadscale.logging import Progress, format_metrics
+from aadscale.tracking import Progress, format_metrics
 
 
 def test_logs_every_n_steps_without_tty(caplog):

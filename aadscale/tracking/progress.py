@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, Mapping
 
+from aadscale.errors import InputError
+
 log = logging.getLogger("aadscale.progress")
 
 
@@ -29,7 +31,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool, desc: str = "train", log_every: int = 50,
                  initial: int = 0, tty: bool | None = None):
         if total < 0 or log_every < 1:
-            raise ValueError(f"total={total} must be >= 0 and log_every={log_every} >= 1")
+            raise InputError(f"total={total} must be >= 0 and log_every={log_every} >= 1")
         self.total, self.desc, self.log_every = total, desc, log_every
         self.step = initial
         self.enabled = enabled

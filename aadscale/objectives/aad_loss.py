@@ -6,9 +6,10 @@ from torch import nn
 
 from aadscale.attention.gradcam import forward_with_cam
 from aadscale.attention.masks import resize, threshold_mask
+from aadscale.errors import InputError
 from aadscale.models.modes import frozen_running_stats
-from aadscale.objectives.alp import alp_terms
-from aadscale.objectives.madry import madry_terms
+from aadscale.objectives.alp_loss import alp_terms
+from aadscale.objectives.madry_loss import madry_terms
 
 BASE_TERMS = {"madry": madry_terms, "alp": alp_terms}
 # which forwards update BatchNorm's running statistics; "base": those its base objective trains on
@@ -54,9 +55,9 @@ def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
     the masked forwards never do. Every forward still normalises with its batch statistics.
     """
     if base not in BASE_TERMS:
-        raise ValueError(f"base={base!r} must be one of {sorted(BASE_TERMS)}")
+        raise InputError(f"base={base!r} must be one of {sorted(BASE_TERMS)}")
     if bn_stats not in BN_STATS:
-        raise ValueError(f"bn_stats={bn_stats!r} must be one of {list(BN_STATS)}")
+        raise InputError(f"bn_stats={bn_stats!r} must be one of {list(BN_STATS)}")
     bn_stats = _BASE_BN[base] if bn_stats == "base" else bn_stats
     with frozen_running_stats(model, bn_stats == "adv"):
         clean = forward_with_cam(model, x, y, layer, create_graph=True, weights=cam_weights)

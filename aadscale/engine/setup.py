@@ -1,0 +1,100 @@
+"""What a run is built from, once: seeds, data, the model under DeepSpeed, and the exported model."""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aadscale import models
+from aadscale.atomic import atomic_torch_save
+from aadscale.config import Config, to_dict
+from aadscale.data import DEFAULT_DEMO_ROOT, build_loader, ensure_demo_data
+from aadscale.distributed import DistContext, barrier, deepspeed_config, load_user_config, micro_batch_size
+from aadscale.engine.optim import build_optimizer, build_scheduler
+from aadscale.errors import InputError
+from aadscale.memory_format import MEMORY_FORMATS
+
+log = logging.getLogger("aadscale.engine")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Same initial weights on every rank and a reproducible run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def data_root(cfg: Config, ctx: DistContext) -> str:
+    """The dataset folder; the demo data is made once, by rank 0, before any loader starts."""
+    if cfg.data.dataset != "demo":
+        if not cfg.data.root:
+            raise InputError(f"data.dataset={cfg.data.dataset!r} needs a folder: pass --data /path "
+                             "(or data.root=/path)")
+        return cfg.data.root
+    root = cfg.data.root or str(Path(cfg.log.dir) / Path(DEFAULT_DEMO_ROOT).name)
+    if ctx.is_main:
+        ensure_demo_data(root)
+    barrier()
+    return root
+
+
+def build_data(cfg: Config, ctx: DistContext, root: str, layout: str):
+    """Train loader (per-rank micro-batches) and the held-out evaluation loader, batches in ``layout``."""
+    micro = micro_batch_size(cfg.data.batch_size, ctx.world_size, cfg.train.grad_accum)
+    common = dict(backend=cfg.data.backend, image_size=cfg.data.image_size, rank=ctx.rank,
+                  world_size=ctx.world_size, dataset=cfg.data.dataset, seed=cfg.train.seed,
+                  workers=cfg.data.workers, val_resize=cfg.data.val_resize,
+                  memory_format=layout)
+    train = build_loader(root, cfg.data.train_split, batch_size=micro, **common)
+    val = build_loader(root, cfg.data.val_split, batch_size=cfg.eval.batch_size, train=False, **common)
+    if train.num_classes != cfg.model.num_classes:
+        raise InputError(f"the data at {root} has {train.num_classes} classes but "
+                         f"model.num_classes={cfg.model.num_classes}; set model.num_classes="
+                         f"{train.num_classes} or point --data at the right folder")
+    if len(train) == 0:
+        raise InputError(f"the training split has fewer images per rank than the micro-batch ({micro}); "
+                         "lower data.batch_size or use fewer ranks")
+    return train, val
+
+
+def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
+                 deepspeed_config_path: str | None, layout: str):
+    """The model under DeepSpeed, its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
+    import deepspeed
+    model = models.build(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained or False,
+                         in_channels=cfg.model.in_channels, dropout=cfg.model.dropout).to(ctx.device)
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
+    ds_cfg = (load_user_config(deepspeed_config_path, cfg, ctx.world_size) if deepspeed_config_path
+              else deepspeed_config(cfg, ctx.world_size))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=ds_cfg)
+    # After initialize: DeepSpeed broadcasts parameters as flat bytes, which needs NCHW ones.
+    # Under ZeRO 1-3 the parameters are views of DeepSpeed's flat buffers (or partitions), so
+    # they stay NCHW and the activations carry the layout (a convolution follows its input).
+    if cfg.train.zero_stage == 0:
+        engine.module.to(memory_format=MEMORY_FORMATS[layout])
+    if ctx.is_main:
+        log.info("memory format %s (train.memory_format=%s), weights %s", layout, cfg.train.memory_format,
+                 layout if cfg.train.zero_stage == 0 else "contiguous (ZeRO's flat buffers)")
+    return engine, scheduler
+
+
+def export_model(engine, cfg: Config, path: Path, ctx: DistContext) -> None:
+    """A plain float32 state_dict plus the config, gathered from ZeRO-3 shards where needed."""
+    import deepspeed
+    module = engine.module
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None,
+                                           enabled=cfg.train.zero_stage == 3):
+        if ctx.is_main:
+            state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+            atomic_torch_save({"model": state, "config": to_dict(cfg)}, path)
+    barrier()
+
+

@@ -1,0 +1,267 @@
+"""The training loop, as timm's ``train.py`` splits it: ``fit`` = set up, then per epoch
+``train_one_epoch`` and ``end_of_epoch`` (evaluation, checkpoint, callbacks), then ``finish``."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from aadscale.attention import grad_cam
+from aadscale.config import Config, to_dict
+from aadscale.data.loader import Loader
+from aadscale.distributed import DistContext, all_reduce_sum, broadcast_object, init_distributed
+from aadscale.engine.callbacks import Callback, StepInfo
+from aadscale.engine.checkpoint import Checkpointer
+from aadscale.engine.setup import build_data, build_engine, data_root, export_model, seed_everything
+from aadscale.engine.step import TrainingAttackStep, build_training_attack, compute_loss
+from aadscale.errors import InputError
+from aadscale.evaluate import robust_accuracy
+from aadscale.memory_format import MEMORY_FORMATS, resolve_memory_format
+from aadscale.models.modes import eval_mode
+from aadscale.objectives import build_objective
+from aadscale.objectives.registry import Objective
+from aadscale.tracking import Progress, RunFolder, TBLogger, cam_grid, default_run_name, flatten
+
+log = logging.getLogger("aadscale.engine")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the state before that step is saved."""
+
+
+@dataclass
+class Position:
+    """Where the loop is: optimiser steps done and the current epoch."""
+    step: int = 0
+    epoch: int = 0
+
+
+@dataclass
+class Run:
+    """Everything ``fit`` set up, and the loop's state: position, latest metrics, last save."""
+    cfg: Config
+    ctx: DistContext
+    folder: RunFolder
+    checkpointer: Checkpointer
+    train_loader: Loader
+    val_loader: Loader
+    engine: "deepspeed.DeepSpeedEngine"  # noqa: F821 (imported where DeepSpeed is set up)
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    attack: TrainingAttackStep | None
+    objective: Objective
+    layout: str
+    max_steps: int
+    tb: TBLogger
+    bar: Progress | None
+    callbacks: Sequence[Callback] = ()
+    pos: Position = field(default_factory=Position)
+    metrics: dict = field(default_factory=dict)
+    saved_at: int = -1
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The wrapped model: attacks and Grad-CAM call it, not the engine (FINDINGS: ZeRO hooks)."""
+        return self.engine.module
+
+    def info(self, **extra) -> StepInfo:
+        """The callbacks' view of the run now."""
+        return StepInfo(self.pos.step, self.pos.epoch, dict(self.metrics), self.folder.path, **extra)
+
+
+def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
+          deepspeed_config_path: str | None) -> Run:
+    """Run folder, data, model under DeepSpeed, attack and objective; the state of a checkpoint if resuming."""
+    ctx = init_distributed()
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    folder = RunFolder(Path(cfg.log.dir), broadcast_object(cfg.log.name or default_run_name(cfg.preset)))
+    checkpointer = Checkpointer(folder.checkpoints, cfg.train.keep_checkpoints, ctx)
+    if resume is None and checkpointer.latest() is not None:
+        raise InputError(f"{folder.path} already holds checkpoints; pass --resume auto to continue "
+                         "it or choose another --name")
+    layout = resolve_memory_format(cfg.train.memory_format, ctx.device)
+    train_loader, val_loader = build_data(cfg, ctx, data_root(cfg, ctx), layout)
+    if ctx.is_main:
+        folder.write_config(cfg)
+        log.info("run folder %s, %d rank(s), data backend %s", folder.path, ctx.world_size,
+                 train_loader.backend)
+    steps_per_epoch = len(train_loader) // cfg.train.grad_accum
+    engine, scheduler = build_engine(cfg, ctx, steps_per_epoch, deepspeed_config_path, layout)
+    generator = torch.Generator(device=ctx.device).manual_seed(cfg.train.seed * 1000 + ctx.rank)
+    run = Run(cfg, ctx, folder, checkpointer, train_loader, val_loader, engine, scheduler, generator,
+              attack=None, objective=build_objective(**dataclasses.asdict(cfg.objective)), layout=layout,
+              max_steps=cfg.train.max_steps or steps_per_epoch * cfg.train.epochs,
+              tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, callbacks=callbacks)
+    tag = checkpointer.latest() if resume == "auto" else resume
+    if tag:
+        client = checkpointer.load(engine, tag, generator)
+        run.pos, run.saved_at = Position(**client["position"]), client["position"]["step"]
+        train_loader.load_state_dict(client["loader"])
+        if ctx.is_main:
+            log.info("resumed from %s at step %d, epoch %d", tag, run.pos.step, run.pos.epoch)
+    run.attack = build_training_attack(run.net, cfg.attack, mode=cfg.train.step_mode)
+    run.bar = Progress(total=run.max_steps, initial=run.pos.step, enabled=ctx.is_main, desc=folder.path.name,
+                       log_every=cfg.log.scalar_every)
+    return run
+
+
+def save(run: Run, tag: str) -> Path:
+    """A checkpoint of the whole state under ``tag``; the callbacks hear of it."""
+    run.saved_at = run.pos.step
+    if run.attack is not None:
+        run.attack.check_pixels()  # never save a state trained on out-of-range pixels unnoticed
+    client = {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict(), "config": to_dict(run.cfg)}
+    folder = run.checkpointer.save(run.engine, tag, client, run.generator)
+    for cb in run.callbacks:
+        cb.on_checkpoint(run.info(checkpoint=folder))
+    return folder
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.Tensor | None, bool]:
+    """Attack, loss, backward and DeepSpeed's step for one micro-batch: (loss dict, x_adv, weights updated)."""
+    run.net.train()
+    x_adv = run.attack(x, y, run.generator).x_adv if run.attack is not None else None
+    out = compute_loss(run.net, run.objective, x, y, x_adv, run.cfg.train.precision)
+    bad = torch.tensor([0.0 if torch.isfinite(out["loss"]) else 1.0])
+    if all_reduce_sum(bad).item() > 0:  # every rank stops together, weights untouched
+        folder = save(run, f"step{run.pos.step}-before-nonfinite")
+        raise NonFiniteLossError(
+            f"the loss became {out['loss'].item()} at step {run.pos.step + 1} (epoch {run.pos.epoch}); "
+            f"the state before that step is saved in {folder}. Lower optim.lr, set "
+            "optim.grad_clip, check the data, then resume with --resume auto")
+    boundary = run.engine.is_gradient_accumulation_boundary()  # this step() updates the weights
+    run.engine.backward(out["loss"])
+    run.engine.step()
+    return out, x_adv, boundary
+
+
+def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor,
+                 seconds: float, data_wait: float) -> None:
+    """Count the optimiser step; log scalars and images when due; checkpoint when due; callbacks."""
+    cfg, pos = run.cfg, run.pos
+    pos.step += 1
+    if pos.step % cfg.log.scalar_every == 0 or pos.step == run.max_steps:
+        if run.attack is not None:
+            run.attack.check_pixels()  # deferred from every step to this sync point
+        run.metrics = reduce_terms(out, y, run.ctx.world_size)
+        run.metrics.update(lr=run.scheduler.get_last_lr()[0], data_wait_s=data_wait,
+                           images_per_s=x.shape[0] * run.ctx.world_size / max(seconds, 1e-9))
+        if torch.cuda.is_available():
+            run.metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        run.tb.scalars(run.metrics, pos.step, prefix="train")
+    run.bar.update(1, loss=run.metrics.get("loss", float("nan")), acc_adv=run.metrics.get("acc_adv", float("nan")))
+    if run.ctx.is_main and cfg.log.image_every and x_adv is not None and pos.step % cfg.log.image_every == 0:
+        log_cam_grid(run.tb, run.net, x, x_adv, y, pos.step)
+    if cfg.train.checkpoint_every and pos.step % cfg.train.checkpoint_every == 0:
+        save(run, f"step{pos.step}")
+    for cb in run.callbacks:
+        cb.on_step_end(run.info())
+
+
+def train_one_epoch(run: Run) -> bool:
+    """Train through the rest of the current epoch; False if ``train.max_steps`` ended it early."""
+    run.train_loader.set_epoch(run.pos.epoch)
+    memory_format = MEMORY_FORMATS[run.layout]
+    t_data = time.perf_counter()
+    for x, y in run.train_loader:
+        # the one layout conversion, on the device (a no-op for DALI's channels_last batches)
+        x = x.to(run.ctx.device, non_blocking=True, memory_format=memory_format)
+        y = y.to(run.ctx.device, non_blocking=True)
+        t_step = time.perf_counter()
+        out, x_adv, updated = train_step(run, x, y)
+        if not updated:
+            continue
+        after_update(run, out, x, x_adv, y, time.perf_counter() - t_step, t_step - t_data)
+        if run.cfg.train.max_steps and run.pos.step >= run.max_steps:
+            return False
+        t_data = time.perf_counter()
+    return True
+
+
+def end_of_epoch(run: Run) -> None:
+    """The epoch is over: evaluate when due (not after the last: ``finish`` does), save, tell the callbacks."""
+    cfg = run.cfg
+    run.pos.epoch += 1
+    evaluated = bool(cfg.eval.every_epochs and run.pos.epoch % cfg.eval.every_epochs == 0
+                     and run.pos.epoch < cfg.train.epochs)
+    if evaluated:
+        run.metrics.update({f"eval/{k}": v for k, v in evaluate(run.net, run.val_loader, cfg, run.ctx).items()})
+        run.tb.scalars({k: v for k, v in run.metrics.items() if k.startswith("eval/")}, run.pos.step)
+    save(run, f"epoch{run.pos.epoch}")
+    for cb in run.callbacks:
+        cb.on_epoch_end(run.info(evaluated=evaluated))
+
+
+def finish(run: Run) -> dict:
+    """The last checkpoint if it is new, the final evaluation, eval.json, hparams and model.pt."""
+    cfg, pos = run.cfg, run.pos
+    if run.saved_at != pos.step:
+        save(run, f"step{pos.step}")
+    final = evaluate(run.net, run.val_loader, cfg, run.ctx)
+    run.tb.scalars({f"eval/{k}": v for k, v in final.items()}, pos.step)
+    if run.ctx.is_main:
+        run.folder.write_json("eval", {"step": pos.step, "epoch": pos.epoch, "eps": cfg.eval.eps, "accuracy": final})
+        run.tb.hparams(flatten(to_dict(cfg)), {f"hparam/{k}": v for k, v in final.items() if k != "n"})
+    export_model(run.engine, cfg, run.folder.model_path, run.ctx)
+    return {"step": pos.step, "epoch": pos.epoch, "eval": final, "run_dir": str(run.folder.path),
+            "train": run.metrics}
+
+
+def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None = None,
+        deepspeed_config_path: str | None = None) -> dict:
+    """Train ``cfg`` to the end (or ``train.max_steps``); return the final metrics.
+
+    Every run writes ``<log.dir>/<log.name>/``: config.yaml, tb/, checkpoints/, eval.json,
+    model.pt. ``resume``: None (fresh start; refuses a folder with checkpoints), "auto"
+    (latest checkpoint if any) or a checkpoint tag.
+    """
+    run = setup(cfg, callbacks, resume, deepspeed_config_path)
+    try:
+        while run.pos.epoch < cfg.train.epochs and run.pos.step < run.max_steps:
+            if not train_one_epoch(run):
+                break
+            end_of_epoch(run)
+        return finish(run)
+    finally:
+        run.bar.close()
+        run.tb.close()
+
+
+def evaluate(model: torch.nn.Module, val_loader: Loader, cfg: Config, ctx: DistContext) -> dict[str, float]:
+    """Robust accuracy on a fixed subset of the validation split, summed over ranks, ``worst`` included."""
+    per_rank = math.ceil(cfg.eval.subset / ctx.world_size / cfg.eval.batch_size)
+    val_loader.load_state_dict({"epoch": 0, "batch": 0})  # the same images every time
+    local = robust_accuracy(model, val_loader, cfg.eval.attacks, eps=cfg.eval.eps, progress=ctx.is_main,
+                            max_batches=per_rank, worst=len(cfg.eval.attacks) > 1)
+    names = [k for k in local if k != "n"]
+    counts = torch.tensor([local[k] * local["n"] / 100 for k in names] + [local["n"]], dtype=torch.float64)
+    all_reduce_sum(counts)
+    n = counts[-1].item()
+    return {**{k: 100.0 * counts[i].item() / n for i, k in enumerate(names)}, "n": int(n)}
+
+
+def reduce_terms(out: dict[str, torch.Tensor], y: torch.Tensor, world_size: int) -> dict[str, float]:
+    """Mean loss terms and accuracies over ranks (one collective for all of them)."""
+    keys = [k for k, v in out.items() if not k.startswith("logits") and v.dim() == 0]
+    values = [out[k].detach().float() for k in keys]
+    for name in ("logits_clean", "logits_adv"):
+        if name in out:
+            keys.append("acc_" + name.split("_")[1])
+            values.append((out[name].argmax(1) == y).float().mean())
+    stacked = torch.stack(values).double().cpu()
+    return dict(zip(keys, (all_reduce_sum(stacked) / world_size).tolist()))
+
+
+def log_cam_grid(tb: TBLogger, net, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                 step: int, n: int = 8) -> None:
+    """Clean and adversarial images with their Grad-CAM overlays, as one TensorBoard grid."""
+    n = min(n, x.shape[0])
+    with eval_mode(net):  # a logging pass must not move BatchNorm statistics
+        cams = grad_cam(net, x[:n], y[:n]), grad_cam(net, x_adv[:n], y[:n])
+    tb.image_grid("train/clean_adv_cam", cam_grid(x[:n], x_adv[:n], *cams), step)
