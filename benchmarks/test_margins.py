@@ -96,20 +96,9 @@ def suite(model, x, y, seed: int) -> dict[str, float]:
 
 def analysis(model_seed: int) -> dict[str, float]:
     """tests/test_analysis_study.py: the pasted-object net, trained with ``model_seed``."""
-    import torch.nn.functional as F
-
     from aadscale.analysis import StudyOptions, study_batch
-    from tests.test_analysis_study import gap_net, pasted
-    torch.manual_seed(model_seed)
-    xt, yt, _ = pasted(512, seed=1)
-    model = gap_net()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(3):
-        for idx in torch.randperm(len(yt)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    model.eval()
+    from tests.test_analysis_study import pasted, train_gap_net
+    model = train_gap_net(model_seed)
     x, y, box = pasted(64, seed=2)
     rec = study_batch(model, x, y, box, StudyOptions(eps=8 / 255))
     trained = statistics.mean(r["box_iou"] for r in rec)
