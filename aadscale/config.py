@@ -17,6 +17,7 @@ from aadscale.attacks.threat import check_eps
 from aadscale.attention.masks import parse_theta
 from aadscale.errors import InputError
 from aadscale.memory_format import CHOICES as MEMORY_FORMAT_CHOICES
+from aadscale.objectives.aad_loss import BN_STATS
 from aadscale.objectives.registry import OBJECTIVES, objective_kind
 from aadscale.precision import AUTOCAST
 
@@ -80,9 +81,10 @@ class ObjectiveConfig:
     cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))
     cam_weights: str = _opt("full", choices=("full", "detach"))
     theta: str | float = _opt("mean", check=parse_theta, doc="attention threshold: 'mean' or a number")
-    bn_stats: str = _opt("base", choices=("base", "clean", "adv", "both"),
-                         doc="AAD: the forwards that update BatchNorm running statistics; 'base' = "
-                             "those the base trains on (madry: adv, alp: both); masked never")
+    bn_stats: str = _opt("both", choices=BN_STATS,
+                         doc="AAD: the forwards that update BatchNorm running statistics (clean, adv, "
+                             "both, or base: those its base trains on); masked never. 'both' is what "
+                             "the demo study supports (BENCHMARKS.md)")
     cam_layer: str = _opt("", doc="Grad-CAM layer of the AAD terms; '' = the model's .cam_layer")
 
 

@@ -44,15 +44,16 @@ def preservation(cam_clean: torch.Tensor, cam_adv: torch.Tensor) -> torch.Tensor
 def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
         base: str = "madry", lambda1: float = 1.0, lambda2: float = 1.0, beta: float = 0.5,
         cls_loss: str = "ce", cam_weights: str = "full", theta: str | float = "mean",
-        layer: str | None = None, bn_stats: str = "base") -> dict[str, torch.Tensor]:
+        layer: str | None = None, bn_stats: str = "both") -> dict[str, torch.Tensor]:
     """L = base + lambda1 * L_rect + lambda2 * L_pres, maps toward the true labels.
 
     Passes: forward+Grad-CAM on x and on x_adv (create_graph=True, so L_pres trains the
     model by double backward) and one forward on each masked image; each in the model's
     current mode, each its own batch (BatchNorm statistics never mix clean and adversarial).
-    ``bn_stats`` says which forwards update BatchNorm's running statistics: ``"clean"``,
-    ``"adv"``, ``"both"``, or ``"base"`` (those the base trains on: Madry adv, ALP both);
-    the masked forwards never do. Every forward still normalises with its batch statistics.
+    ``bn_stats`` says which forwards update BatchNorm's running statistics: ``"both"``
+    (default: what the demo study supports), ``"clean"``, ``"adv"``, or ``"base"`` (those the
+    base trains on: Madry adv, ALP both); the masked forwards never do. Every forward still
+    normalises with its batch statistics.
     """
     if base not in BASE_TERMS:
         raise InputError(f"base={base!r} must be one of {sorted(BASE_TERMS)}")

@@ -49,7 +49,7 @@ def objective_kind(name: str) -> ObjectiveKind:
 
 def build_objective(name: str, *, lambda1: float = 1.0, lambda2: float = 1.0, beta: float = 0.5,
                     cls_loss: str = "ce", cam_weights: str = "full", theta: str | float = "mean",
-                    bn_stats: str = "base", cam_layer: str | None = None) -> Objective:
+                    bn_stats: str = "both", cam_layer: str | None = None) -> Objective:
     """``objective(model, x, y, x_adv) -> loss dict`` for a name such as ``"alp+aad"``.
 
     Its keywords are exactly the fields of ``ObjectiveConfig``: the engine builds it with
