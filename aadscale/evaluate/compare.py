@@ -163,29 +163,41 @@ def _percent_iou(stats: dict) -> dict:
 
 
 def plot(summary: dict, path: Path) -> Path:
-    """Bars of clean, the strongest single attack and worst-case accuracy per objective, with std."""
+    """Left: clean, worst-case and the strongest single attack's accuracy per objective; right: each
+    "+aad" minus its base (paired by seed) for the same columns and the attention IoU; std as bars."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    per = summary["objectives"]
+    per, deltas = summary["objectives"], summary["aad_minus_base"]
     attacks = [c for c in summary["columns"] if c not in ("clean", WORST) and not c.startswith("iou")]
     shown = ["clean", WORST] + ([min(attacks, key=lambda c: statistics.mean(per[o][c][0] for o in per))]
                                 if attacks else [])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(per), 3.6))
-    width = 0.8 / len(shown)
-    for i, col in enumerate(shown):
-        xs = [j + i * width for j in range(len(per))]
-        ax.bar(xs, [per[o][col][0] for o in per], width, yerr=[per[o][col][1] for o in per],
-               capsize=3, label=col)
-    ax.set_xticks([j + width * (len(shown) - 1) / 2 for j in range(len(per))], list(per))
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(f"mean ± std over {len(summary['seeds'])} seeds, {summary['n']} images", fontsize=9)
+    fig, axes = plt.subplots(1, 2 if deltas else 1, figsize=(4 + 1.4 * len(per) + 2.5 * bool(deltas), 3.6),
+                             gridspec_kw={"width_ratios": [len(per), max(len(deltas), 1)]} if deltas else None,
+                             squeeze=False)
+    _bars(axes[0][0], {o: per[o] for o in per}, shown, "accuracy (%)")
+    axes[0][0].set_ylim(0, 100)
+    if deltas:
+        iou = [c for c in summary["columns"] if c.startswith("iou")]
+        _bars(axes[0][1], {f"{o}\n- {o.split('+')[0]}": _percent_iou(d) for o, d in deltas.items()}, shown + iou,
+              "AAD minus base (points)")
+        axes[0][1].axhline(0, color="black", linewidth=0.8)
+    fig.suptitle(f"mean ± std over {len(summary['seeds'])} seeds, {summary['n']} images", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _bars(ax, groups: dict[str, dict], columns: list[str], ylabel: str) -> None:
+    width = 0.8 / len(columns)
+    for i, col in enumerate(columns):
+        xs = [j + i * width for j in range(len(groups))]
+        ax.bar(xs, [g[col][0] for g in groups.values()], width, yerr=[g[col][1] for g in groups.values()],
+               capsize=3, label=col)
+    ax.set_xticks([j + width * (len(columns) - 1) / 2 for j in range(len(groups))], list(groups), fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
 
 
 def compare(o: CompareOptions) -> dict:
