@@ -25,6 +25,14 @@ PRESET_DIR = Path(__file__).parent / "presets"
 FUSED_OPTIMIZERS = ("sgd", "adamw")  # torch has no fused RMSprop
 
 
+def _check_mapping(value: Any, path: str) -> dict:
+    """A mapping with string keys (YAML or ``a.b.key=value`` overrides), as a plain dict."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InputError(f"{path}={value!r} must be a mapping of names to values, e.g. "
+                         f"{path}.depth=2 or {path}={{depth: 2, img_size: 32}}")
+    return dict(value)
+
+
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
          max: float | None = None, check: Callable[[Any, str], Any] | None = None, doc: str = "") -> Any:
     """A dataclass field carrying its validation rule in metadata (``check(value, path)`` returns
@@ -38,11 +46,17 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 @dataclass
 class ModelConfig:
     """Which network, how many classes, where its weights come from."""
-    name: str = _opt("resnet9_small", doc="a name from aadscale.models.list_models()")
+    name: str = _opt("resnet9_small", doc="a name from aadscale.models.list_models(), or timm/<any timm model>")
     num_classes: int = _opt(10, min=2)
-    pretrained: str = _opt("", doc="'' (random init), 'torchvision' or a path to a state_dict")
+    pretrained: str = _opt("", doc="'' (random init), 'torchvision', 'timm' (the hub's weights of a timm "
+                                   "model) or a path to a weights file (state_dict; safetensors for timm)")
     in_channels: int = _opt(3, choices=(1, 3))
     dropout: float = _opt(0.0, min=0.0, max=0.99, doc="1 - the paper's keeprate")
+    kwargs: dict = _opt({}, check=_check_mapping,
+                        doc="timm models: keyword arguments of timm.create_model (depth, embed_dim, "
+                            "img_size, patch_size, drop_path_rate, ...)")
+    cam_layer: str = _opt("", doc="the network's module whose output is the Grad-CAM layer ('' = the "
+                                  "model's own; timm transformers: a module with the blocks' token layout)")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 12 in one run on a lent machine, each under its own time limit,
+# Every GPU measurement of issues 12 and 15 in one run on a lent machine, each under its own time limit,
 # logs and a summary under $OUT (default ./gpu-out). Expected 5-8 minutes on an H100/H200 (not yet
 # run: no GPU in the session that wrote it); the limits add up to more than the 520 s budget, and a step that
 # would start with under 30 s of it left is skipped and says so.
@@ -84,5 +84,13 @@ if [ "$HAS_DALI" = 1 ]; then
 else
   echo "- engine_dali_gpu, data_dali_chw: skipped, DALI is not installed" | tee -a "$SUMMARY"
 fi
+
+# 5. the timm backbones (issue 15), 224 px, random init: graph equal to eager, then the steps in
+#    the ImageNet presets' layout (channels_last for ConvNeXt; a ViT's tokens have no such layout)
+run gpu_check_timm 90 $PY benchmarks/step_gpu_check.py --models timm/convnext_tiny timm/vit_small_patch16_224
+TIMM="--image-size 224 --precision bf16 --batch 128 --kinds plain madry madry+aad --modes eager graph \
+  --attack-precisions bf16 --iters 5"
+run step_convnext_t 70 $PY benchmarks/step_throughput.py --model timm/convnext_tiny $TIMM --memory-formats channels_last
+run step_vit_s 70 $PY benchmarks/step_throughput.py --model timm/vit_small_patch16_224 $TIMM
 
 echo "total $(( SECONDS - START )) s" | tee -a "$SUMMARY"

@@ -1,6 +1,7 @@
 """GPU check of the fused adversarial step: graph mode gives eager mode's images, maps and RNG state.
 
     .venv/bin/python benchmarks/step_gpu_check.py            # exits 1 on any failure, 2 without CUDA
+    .venv/bin/python benchmarks/step_gpu_check.py --models timm/convnext_tiny timm/vit_small_patch16_224
 
 Per model, in NCHW with a float32 attack and in channels_last with a bf16 attack (the
 ImageNet presets' choice on CUDA): a full batch twice, an SGD update of the weights in place,
@@ -25,6 +26,9 @@ from aadscale.memory_format import MEMORY_FORMATS
 from aadscale.precision import autocast_dtype
 
 EPS = 8 / 255
+# model -> (image size, batch, smaller last batch); timm models at their ImageNet size, random init
+MODELS = {"resnet9_small": (32, 32, 20), "resnet50": (224, 16, 5),
+          "timm/convnext_tiny": (224, 16, 5), "timm/vit_small_patch16_224": (224, 16, 5)}
 
 
 def compare(name: str, eager, graph) -> list[str]:
@@ -85,6 +89,7 @@ def check(model_name: str, size: int, batch: int, last: int, steps: int, memory_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["resnet9_small", "resnet50"], choices=list(MODELS))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing checked")
@@ -92,8 +97,8 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     errors = []
     for memory_format, precision in (("contiguous", "fp32"), ("channels_last", "bf16")):
-        for model_name, size, batch, last in (("resnet9_small", 32, 32, 20), ("resnet50", 224, 16, 5)):
-            errors += check(model_name, size, batch, last, args.steps, memory_format, precision)
+        for model_name in args.models:
+            errors += check(model_name, *MODELS[model_name], args.steps, memory_format, precision)
     print("\n".join(["FAIL " + e for e in errors] or ["PASS: graph mode matches eager"]))
     sys.exit(1 if errors else 0)
 

@@ -72,3 +72,12 @@ def accuracy(model, x, y) -> float:
 def rng_seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+# timm models at test size (32 px images, a 4x4 Grad-CAM grid): model name -> model.kwargs
+TINY_TIMM = {
+    "timm/convnext_tiny": {"depths": [1, 1, 1, 1], "dims": [8, 8, 16, 16], "patch_size": 1},
+    "timm/vit_small_patch16_224": {"depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 32, "patch_size": 8},
+    "timm/swin_tiny_patch4_window7_224": {"depths": [1, 1], "num_heads": [1, 2], "embed_dim": 16, "img_size": 32,
+                                          "patch_size": 4, "window_size": 4},
+}

@@ -58,3 +58,14 @@ def test_yaml_round_trip_with_commit(tmp_path):
 def test_field_names_cover_sections():
     names = C.field_names()
     assert "objective.lambda1" in names and "attack.eps" in names and "model.name" in names
+
+
+def test_model_kwargs_from_overrides_merge_and_round_trip(tmp_path):
+    cfg = C.load_config("imagenet-vit-s", ["model.kwargs={depth: 2, img_size: 32}", "model.kwargs.patch_size=8",
+                                           "model.cam_layer=blocks.0.norm1"])
+    assert cfg.model.kwargs == {"depth": 2, "img_size": 32, "patch_size": 8}
+    assert cfg.model.cam_layer == "blocks.0.norm1"
+    C.dump_yaml(cfg, tmp_path / "config.yaml")
+    assert C.load_run_config(tmp_path / "config.yaml") == cfg
+    with pytest.raises(ValueError, match="model.kwargs=3 must be a mapping"):
+        C.load_config("demo", ["model.kwargs=3"])

@@ -170,3 +170,23 @@ def test_channels_last_run_trains_in_that_layout(tmp_path, demo_root, monkeypatc
     assert [layout for layout, _ in nchw] == [[False, False, False]] * 2
     # the first step starts from the same weights and images (later PGD steps may flip a pixel)
     assert cl[0][1] == pytest.approx(nchw[0][1], rel=1e-4)
+
+
+@pytest.mark.parametrize("name, cam_layer", [("timm/convnext_tiny", "net.stages.3"),
+                                             ("timm/vit_small_patch16_224", "net.aad_cam"),
+                                             ("timm/swin_tiny_patch4_window7_224", "net.aad_cam")])
+def test_fit_trains_a_tiny_timm_model_and_evaluate_rebuilds_it(tmp_path, demo_root, name, cam_layer):
+    from aadscale.evaluate import load_model
+    from tests.conftest import TINY_TIMM
+    kwargs = "{" + ", ".join(f"{k}: {v}" for k, v in TINY_TIMM[name].items()) + "}"
+    fit(small_cfg(tmp_path, demo_root, f"model.name={name}", f"model.kwargs={kwargs}", "train.max_steps=2",
+                  "eval.attacks=clean", "log.image_every=2", "train.checkpoint_every=0",
+                  "optim.name=adamw", "optim.lr=0.001"))
+    run = tmp_path / "run"
+    events = read_events(run / "tb")
+    assert [s for s, _ in events["scalars"]["train/pres"]] == [1, 2]
+    assert all(v > 0 for _, v in events["scalars"]["train/pres"])  # the maps of x and x_adv differ
+    assert events["images"].get("train/clean_adv_cam", 0) == 1
+    loaded = load_model(run / "model.pt")  # the exported config carries model.kwargs
+    assert loaded.config.model.kwargs == TINY_TIMM[name] and loaded.model.cam_layer == cam_layer
+    assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -1,22 +1,26 @@
-"""Compile mode on CPU: torch.compile of the PGD loop gives the eager step's adversarial images and maps."""
+"""Compile mode on CPU: torch.compile of the PGD loop gives the eager step's adversarial images and maps
+(a CNN, and a ViT whose Grad-CAM layer is a TokenGrid)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from aadscale import models
 from aadscale.fused import AdversarialStep
+from tests.conftest import TINY_TIMM
 
 EPS = 8 / 255
 
 
-def test_compile_mode_matches_eager(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, size", [("tinyconv", 16), ("timm/vit_small_patch16_224", 32)])
+def test_compile_mode_matches_eager(tmp_path, monkeypatch, name, size):
     # a private inductor cache: kernels cached by another process (another ISA setting, e.g.
     # ATEN_CPU_CAPABILITY=avx2) were seen to be reused here and give wrong images
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = models.build("tinyconv", 10)
-    x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    model = models.build(name, 10, model_kwargs=TINY_TIMM.get(name))  # the ViT: its TokenGrid hook traced too
+    x, y = torch.rand(4, 3, size, size), torch.randint(0, 10, (4,))
     eager = AdversarialStep(model, eps=EPS, steps=2, mode="eager")
     compiled = AdversarialStep(model, eps=EPS, steps=2, mode="compile")
     assert compiled.mode == "compile"

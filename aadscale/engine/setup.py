@@ -67,8 +67,7 @@ def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
                  deepspeed_config_path: str | None, layout: str):
     """The model under DeepSpeed, its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
     import deepspeed
-    model = models.build(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained or False,
-                         in_channels=cfg.model.in_channels, dropout=cfg.model.dropout).to(ctx.device)
+    model = models.build_from_config(cfg.model).to(ctx.device)
     optimizer = build_optimizer(cfg.optim, model.parameters())
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
     ds_cfg = (load_user_config(deepspeed_config_path, cfg, ctx.world_size) if deepspeed_config_path

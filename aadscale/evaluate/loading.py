@@ -48,8 +48,7 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
     if isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict):
         cfg = from_dict(obj["config"])
         model_name, num_classes = cfg.model.name, cfg.model.num_classes  # the file's own config wins
-        in_channels = cfg.model.in_channels
-        model = models.build(model_name, num_classes, in_channels=in_channels, dropout=cfg.model.dropout)
+        model = models.build_from_config(cfg.model, pretrained=False)
         state = obj["model"]
     else:
         if model_name is None or num_classes is None:
