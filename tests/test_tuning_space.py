@@ -13,7 +13,7 @@ import yaml
 from aadscale.config import load_config
 from aadscale.engine.checkpoint import files_of_rank
 from aadscale.tuning import SweepOptions, run_sweep
-from aadscale.tuning.plots import sensitivity_plots, sensitivity_series
+from aadscale.tuning.plots import grid_cells, grid_plots, sensitivity_plots, sensitivity_series
 from aadscale.tuning.results import (
     best_row,
     make_row,
@@ -163,6 +163,16 @@ def test_sensitivity_series_and_plots(tmp_path):
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
+def test_grid_of_the_metric_over_two_swept_numbers(tmp_path):
+    rows = _rows()
+    # the failed and the pending trial (both at lambda1 = 1, lambda2 = 0.5) leave their cell empty
+    assert grid_cells(rows, ("objective.lambda1", "objective.lambda2"), "eval/pgd10") == {
+        (0.1, 0.05): 20.0, (0.1, 0.5): 30.0, (1.0, 0.05): 35.0}
+    paths = grid_plots(rows, ["objective.lambda1", "objective.lambda2"], "eval/pgd10", tmp_path)
+    assert [p.name for p in paths] == ["grid-objective.lambda1-objective.lambda2.png"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG"
+
+
 def test_rank_files_staged_and_restored(tmp_path):
     names = ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
              "zero_pp_rank_1_mp_rank_00_optim_states.pt", "rng_rank0.pt", "rng_rank1.pt"]
@@ -209,9 +219,10 @@ def test_bad_input_fails_before_any_trial(tmp_path):
 
 
 def test_cli_without_a_cluster_says_so(tmp_path):
+    # an address nothing answers: "auto" would join any Ray running on the machine (Ray's process scan)
     env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run([sys.executable, str(ROOT / "tuning/sweep.py"), "--space", str(DEMO_SPACE),
-                           "--address", "auto", f"log.dir={tmp_path}"], capture_output=True, text=True,
+                           "--address", "127.0.0.1:9", f"log.dir={tmp_path}"], capture_output=True, text=True,
                           env=env, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no Ray cluster answers" in proc.stderr and "ray start --head" in proc.stderr

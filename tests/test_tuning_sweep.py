@@ -42,4 +42,5 @@ def test_four_trial_sweep_writes_table_best_preset_and_plots(tmp_path):
     assert (cfg.objective.lambda1, cfg.objective.lambda2) == (outcome.best["objective.lambda1"],
                                                               outcome.best["objective.lambda2"])
     assert {p.name for p in outcome.plots} == {"sensitivity-objective.lambda1.png",
-                                               "sensitivity-objective.lambda2.png"}
+                                               "sensitivity-objective.lambda2.png",
+                                               "grid-objective.lambda1-objective.lambda2.png"}

@@ -247,7 +247,7 @@ def _trainable(plan: _Plan, callbacks: tuple):
 def _outcome(plan: _Plan) -> SweepOutcome:
     from ray.tune import ExperimentAnalysis
 
-    from aadscale.tuning.plots import sensitivity_plots
+    from aadscale.tuning.plots import grid_plots, sensitivity_plots
     from aadscale.tuning.results import best_row, rows_from_trials, write_best_preset, write_table
     params = list(plan.space.params)
     rows = rows_from_trials(ExperimentAnalysis(plan.experiment_path).trials, params)
@@ -262,7 +262,7 @@ def _outcome(plan: _Plan) -> SweepOutcome:
                 f"Train it: python launchers/train_imagenet.py --preset {preset}")
         write_best_preset(plan.base, {p: best[p] for p in params}, preset, note)
     return SweepOutcome(plan.experiment_path, out, rows, best, preset, tables,
-                        sensitivity_plots(rows, params, out))
+                        sensitivity_plots(rows, params, out) + grid_plots(rows, params, plan.space.metric, out))
 
 
 def _fit(plan: _Plan, callbacks: tuple, restore: bool) -> SweepOutcome:
