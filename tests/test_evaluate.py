@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aadscale.attacks import parse_attack_name
-from aadscale.evaluate import TABLE6, format_table, robust_accuracy
+from aadscale.evaluate import TABLE6, format_rows, format_table, robust_accuracy
 
 
 def test_accumulates_over_batches_like_one_batch(digits, digits_model):
@@ -65,3 +65,8 @@ def test_empty_inputs_and_table():
         robust_accuracy(torch.nn.Linear(2, 2), [], [], eps=0.1, progress=False)
     table = format_table({"clean": 90.0, "pgd10": 40.5, "n": 10}, "madry")
     assert "| madry | 90.00 | 40.50 | 10 |" in table
+    rows = {"madry": {"clean": 99.0, "cw20": 80.0, "n": 4, "pgd20": 81.0, "worst": 79.0},
+            "madry+aad": {"clean": 98.0, "cw20": 82.0, "n": 4, "pgd20": 83.0, "worst": 81.0}}
+    table = format_rows(rows, ["clean", "fgsm", "pgd20", "cw20", "worst"])  # fgsm: not in the rows
+    assert table.splitlines()[0] == "| model | clean | pgd20 | cw20 | worst | n |"
+    assert table.splitlines()[3] == "| madry+aad | 98.00 | 83.00 | 82.00 | 81.00 | 4 |"

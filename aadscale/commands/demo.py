@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aadscale
+from aadscale.config import load_config
 from aadscale.errors import InputError
 from aadscale.evaluate import format_rows
 from aadscale.tracking.run_folder import default_run_name
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     first = next(iter(results.values()))
     print(f"\nRobust accuracy (%) on {first['accuracy']['n']} held-out demo images, "
           f"eps={first['eps']:.4f}, after {first['step']} steps each (base and defense, same seed):\n")
-    print(format_rows({label: r["accuracy"] for label, r in results.items()}))
+    columns = load_config("demo", list(args.overrides)).eval.attacks + ["worst"]  # attack order, not eval.json's
+    print(format_rows({label: r["accuracy"] for label, r in results.items()}, columns))
     run_dir = Path("runs") / name
     print(f"\nrun folders:  {run_dir}/ and {run_dir}-{BASE}/ (config.yaml, eval.json, model.pt)\n"
           f"checkpoints:  {run_dir}/checkpoints/ (resume: add --resume auto)\n"

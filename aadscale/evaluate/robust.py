@@ -78,9 +78,11 @@ def format_table(results: dict[str, float], title: str = "") -> str:
     return format_rows({title or "-": results})
 
 
-def format_rows(rows: dict[str, dict[str, float]]) -> str:
-    """A Markdown table of accuracies (percent), one row per model, the first row's columns."""
-    cols = [k for k in next(iter(rows.values())) if k != "n"]
+def format_rows(rows: dict[str, dict[str, float]], columns: list[str] | None = None) -> str:
+    """A Markdown table of accuracies (percent), one row per model; ``columns`` (default the first row's
+    keys) in their order, those a row lacks left out."""
+    first = next(iter(rows.values()))
+    cols = [k for k in (columns or first) if k != "n" and k in first]
     lines = ["| " + " | ".join(["model"] + cols + ["n"]) + " |", "|" + "---|" * (len(cols) + 2)]
     for title, results in rows.items():
         lines.append("| " + " | ".join([title] + [f"{results[c]:.2f}" for c in cols] +
