@@ -90,7 +90,7 @@ class ObjectiveConfig:
     """The defense objective: base (plain, Madry, ALP) and the AAD attention terms."""
     name: str = _opt("madry+aad", choices=tuple(OBJECTIVES))
     lambda1: float = _opt(0.5, min=0.0, doc="weight of the rectification term (default: the demo sweep's best, "
-                                            "BENCHMARKS.md; 2 cost 4-13 points of worst case there)")
+                                            "BENCHMARKS.md; lambda1 = 2 cost 3.5-13 points of worst case there)")
     lambda2: float = _opt(0.05, min=0.0, doc="weight of the preservation term (default: the demo sweep's best)")
     beta: float = _opt(0.5, min=0.0, doc="ALP logit-pairing weight")
     cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))

@@ -13,7 +13,12 @@ import yaml
 from aadscale.config import load_config
 from aadscale.engine.checkpoint import files_of_rank
 from aadscale.tuning import SweepOptions, run_sweep
-from aadscale.tuning.plots import grid_cells, grid_plots, sensitivity_plots, sensitivity_series
+from aadscale.tuning.plots import (
+    grid_cells,
+    grid_plots,
+    sensitivity_plots,
+    sensitivity_series,
+)
 from aadscale.tuning.results import (
     best_row,
     make_row,
