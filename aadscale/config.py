@@ -17,7 +17,7 @@ from aadscale.attacks.threat import check_eps
 from aadscale.attention.masks import parse_theta
 from aadscale.errors import InputError
 from aadscale.memory_format import CHOICES as MEMORY_FORMAT_CHOICES
-from aadscale.objectives.aad_loss import BN_STATS
+from aadscale.objectives.aad_loss import BN_STATS, LAMBDA1, LAMBDA2
 from aadscale.objectives.registry import OBJECTIVES, objective_kind
 from aadscale.precision import AUTOCAST
 
@@ -89,9 +89,8 @@ class AttackConfig:
 class ObjectiveConfig:
     """The defense objective: base (plain, Madry, ALP) and the AAD attention terms."""
     name: str = _opt("madry+aad", choices=tuple(OBJECTIVES))
-    lambda1: float = _opt(0.5, min=0.0, doc="weight of the rectification term (default: the demo sweep's best, "
-                                            "BENCHMARKS.md; lambda1 = 2 cost 3.5-13 points of worst case there)")
-    lambda2: float = _opt(0.05, min=0.0, doc="weight of the preservation term (default: the demo sweep's best)")
+    lambda1: float = _opt(LAMBDA1, min=0.0, doc="weight of the rectification term (default: the demo sweep's best)")
+    lambda2: float = _opt(LAMBDA2, min=0.0, doc="weight of the preservation term (default: the demo sweep's best)")
     beta: float = _opt(0.5, min=0.0, doc="ALP logit-pairing weight")
     cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))
     cam_weights: str = _opt("full", choices=("full", "detach"))

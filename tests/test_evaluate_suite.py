@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import safetensors.torch
 import torch
 from torch.utils.data import TensorDataset
 
@@ -122,6 +123,13 @@ def test_load_model_formats(tmp_path):
                       in_channels=1).config is None
     with pytest.raises(ValueError, match="does not fit"):
         load_model(tmp_path / "bare.pt", model_name="lenet_small", num_classes=7, in_channels=1)
+    safetensors.torch.save_file(net.state_dict(), tmp_path / "bare.safetensors")  # the hub's format
+    again = load_model(tmp_path / "bare.safetensors", model_name="lenet_small", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        assert torch.equal(again.model(x), loaded.model(x))
+    (tmp_path / "torn.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(ValueError, match="cannot be read as a safetensors file"):
+        load_model(tmp_path / "torn.safetensors", model_name="lenet_small", num_classes=10, in_channels=1)
     with pytest.raises(ValueError, match="exactly one"):
         load_model(None)
     assert parse_eps("8/255") == pytest.approx(8 / 255)

@@ -10,14 +10,20 @@ from aadscale.errors import InputError
 
 
 def read_weights(path: str | Path) -> dict:
-    """A file saved by torch, read with ``weights_only=True``; an engine export gives its ``"model"``."""
+    """A ``.safetensors`` file, or a file saved by torch read with ``weights_only=True`` (an engine
+    export is a dict holding ``"model"`` and ``"config"``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"weights file {str(path)!r} not found; give a path to a state_dict file")
+    kind = "safetensors" if path.suffix == ".safetensors" else "weights-only torch"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or unsafe files
-        raise InputError(f"{path}: cannot be read as a weights-only torch file ({err})") from None
+        if kind == "safetensors":  # the hub's format (timm models): tensors only, nothing executed
+            import safetensors.torch
+            obj = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise several types for foreign or unsafe files
+        raise InputError(f"{path}: cannot be read as a {kind} file ({err})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a dict (state_dict or {{'model', 'config'}}), "
                          f"got {type(obj).__name__}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from aadscale.errors import InputError
-from aadscale.objectives.aad_loss import aad
+from aadscale.objectives.aad_loss import LAMBDA1, LAMBDA2, aad
 from aadscale.objectives.alp_loss import alp
 from aadscale.objectives.classification import plain
 from aadscale.objectives.madry_loss import madry
@@ -47,7 +47,7 @@ def objective_kind(name: str) -> ObjectiveKind:
     return OBJECTIVES[name]
 
 
-def build_objective(name: str, *, lambda1: float = 1.0, lambda2: float = 1.0, beta: float = 0.5,
+def build_objective(name: str, *, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2, beta: float = 0.5,
                     cls_loss: str = "ce", cam_weights: str = "full", theta: str | float = "mean",
                     bn_stats: str = "both", cam_layer: str | None = None) -> Objective:
     """``objective(model, x, y, x_adv) -> loss dict`` for a name such as ``"alp+aad"``.
