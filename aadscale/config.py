@@ -89,8 +89,9 @@ class AttackConfig:
 class ObjectiveConfig:
     """The defense objective: base (plain, Madry, ALP) and the AAD attention terms."""
     name: str = _opt("madry+aad", choices=tuple(OBJECTIVES))
-    lambda1: float = _opt(LAMBDA1, min=0.0, doc="weight of the rectification term (default: the demo sweep's best)")
-    lambda2: float = _opt(LAMBDA2, min=0.0, doc="weight of the preservation term (default: the demo sweep's best)")
+    lambda1: float = _opt(LAMBDA1, min=0.0, doc="weight of the rectification term (default: level with "
+                                                "the base in the demo's lambda sweep, BENCHMARKS.md)")
+    lambda2: float = _opt(LAMBDA2, min=0.0, doc="weight of the preservation term (default: as lambda1's)")
     beta: float = _opt(0.5, min=0.0, doc="ALP logit-pairing weight")
     cls_loss: str = _opt("ce", choices=("ce", "soft_margin"))
     cam_weights: str = _opt("full", choices=("full", "detach"))
