@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import tempfile
 from pathlib import Path
 
+from aadscale.evaluate.compare import mean_std
 from aadscale.tuning.plots import grid_cells, grid_plots
 
 PARAMS = ("objective.lambda1", "objective.lambda2")
@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--metric", default="eval/worst")
     parser.add_argument("--out", type=Path, help="where to copy the heatmap of the mean")
     args = parser.parse_args()
-    per_sweep = [grid_cells(read_rows(folder), PARAMS, args.metric) for folder in args.sweeps]
+    sweeps = [read_rows(folder) for folder in args.sweeps]
+    per_sweep = [grid_cells(rows, PARAMS, args.metric) for rows in sweeps]
     xs = sorted({x for cells in per_sweep for x, _ in cells})
     ys = sorted({y for cells in per_sweep for _, y in cells})
     print(f"{args.metric} (%), mean ± std over {len(args.sweeps)} sweeps; rows {PARAMS[1]}, columns {PARAMS[0]}\n")
@@ -49,11 +50,14 @@ def main() -> None:
         cells = []
         for x in xs:
             values = [c[(x, y)] for c in per_sweep if (x, y) in c]
-            spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
-            cells.append(f"{statistics.mean(values):.1f}{spread} (n={len(values)})" if values else "-")
+            if values:
+                mean, std = mean_std(values)
+                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})")
+            else:
+                cells.append("-")
         print(f"| {PARAMS[1].split('.')[-1]} = {y:g} | " + " | ".join(cells) + " |")
     if args.out:
-        rows = [row for folder in args.sweeps for row in read_rows(folder)]
+        rows = [row for sweep in sweeps for row in sweep]
         with tempfile.TemporaryDirectory() as tmp:
             (path,) = grid_plots(rows, list(PARAMS), args.metric, Path(tmp))
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,12 @@ from aadscale.errors import InputError
 from aadscale.evaluate.loading import load_model
 from aadscale.evaluate.robust import column_generator
 from aadscale.evaluate.suite import WORST, evaluate_suite
+from aadscale.objectives.registry import OBJECTIVES as REGISTERED
 
 log = logging.getLogger("aadscale.compare")
 
-OBJECTIVES = ("plain", "madry", "madry+aad", "alp", "alp+aad")
+# the objective registry's names, each "+aad" right after its base (stable sort on the base's place)
+OBJECTIVES = tuple(sorted(REGISTERED, key=lambda name: list(REGISTERED).index(name.split("+")[0])))
 PAPER_COLUMNS = ("clean", "fgsm", "pgd20", "cw20", "a3pgd10")
 STRONG_COLUMNS = ("pgd20x3", "apgd50", "apgd_dlr50", "square500")
 IOU_ATTACK = "pgd20"

@@ -12,6 +12,7 @@ from torch import nn
 from aadscale.errors import InputError
 from aadscale.models.registry import Network, register_family
 from aadscale.models.token_grid import TokenGrid
+from aadscale.models.weights import read_weights
 
 log = logging.getLogger("aadscale.models")
 
@@ -77,18 +78,14 @@ def _head_rows(state: Mapping[str, Any], classifier: str | tuple | None) -> int 
 
 
 def read_state(path: str | Path) -> dict:
-    """A state_dict from a safetensors file or a torch file read with ``weights_only=True`` (timm's
-    reader: a ``model`` / ``state_dict`` / EMA entry is taken, ``module.`` dropped); aadscale's
-    ``net.`` prefix dropped."""
-    from timm.models import load_state_dict
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"weights file {str(path)!r} not found; give a path to a state_dict "
-                         "(.safetensors, .pth, .bin) or model.pretrained=timm for the hub's weights")
-    try:
-        state = load_state_dict(str(path))
-    except Exception as err:  # safetensors and torch raise several types for foreign or unsafe files
-        raise InputError(f"{path}: cannot be read as a safetensors or weights-only torch file ({err})") from None
+    """The state_dict of a weights file (``read_weights``: safetensors, or torch with ``weights_only=True``):
+    in a checkpoint dict the EMA weights, else ``state_dict``, else ``model``, as timm's reader picks
+    them; ``module.`` (DDP) and aadscale's ``net.`` prefixes dropped."""
+    from timm.models import clean_state_dict
+    obj = read_weights(path)
+    key = next((k for k in ("state_dict_ema", "model_ema", "state_dict", "model")
+                if isinstance(obj.get(k), dict)), None)
+    state = clean_state_dict(obj[key] if key else obj)
     if any(k.startswith("net.") for k in state):
         state = {k.removeprefix("net."): v for k, v in state.items()}
     return state
