@@ -10,6 +10,7 @@ import logging
 import sys
 
 from aadscale.config import list_presets, load_config
+from aadscale.distributed import exit_process, shutdown
 from aadscale.engine import fit
 from aadscale.errors import InputError
 
@@ -48,4 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 0:  # a rank that failed alone must not wait for the others at a barrier
+        shutdown()
+    exit_process(code)

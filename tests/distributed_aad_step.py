@@ -16,7 +16,7 @@ import torch
 from aadscale import attacks, models, objectives
 from aadscale.config import load_config
 from aadscale.distributed import (all_reduce_sum, barrier, broadcast_object, deepspeed_config,
-                                  init_distributed, is_main, shutdown)
+                                  exit_process, init_distributed, is_main, shutdown)
 
 
 def param_checksum(engine, zero_stage: int) -> float:
@@ -66,6 +66,7 @@ def main() -> None:
     # one write per line: the launcher merges every rank's stdout into one pipe
     os.write(1, f"RESULT {row}\n".encode())
     shutdown()
+    exit_process(0)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def shm_segments() -> set[str]:
+    """DeepSpeed's CPU all-reduce segments in /dev/shm (each one 69 MB of RAM while it exists)."""
+    return {p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
 def launch_env(env: dict | None = None) -> dict:
     """The environment for launched ranks: one thread each, the source tree importable, the venv first on PATH.
 

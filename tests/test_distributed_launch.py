@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dslaunch import run, run_deepspeed
+from dslaunch import run, run_deepspeed, shm_segments
 
 SCRIPT = Path(__file__).with_name("distributed_aad_step.py")
 
@@ -41,9 +41,11 @@ def check_data_parallel_step(rows: list[dict], zero: int) -> None:
 @pytest.mark.slow
 def test_deepspeed_launcher_zero3_aad_step():
     # ZeRO-2 and torchrun are exercised with the whole engine in test_engine_launch.py
+    before = shm_segments()
     proc = run_deepspeed(SCRIPT, ["--zero", "3"], nprocs=2, timeout=300)
     assert "Setting accelerator to CPU" in proc.stdout + proc.stderr
     check_data_parallel_step(results(proc, 2), 3)
+    assert shm_segments() <= before  # 69 MB of RAM per rank would stay behind otherwise
 
 
 @pytest.mark.slow

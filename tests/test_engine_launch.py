@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dslaunch import ROOT, run_deepspeed, run_torchrun
+from dslaunch import ROOT, run_deepspeed, run_torchrun, shm_segments
 
 from aadscale.data import ensure_demo_data
 from aadscale.tracking import read_events
@@ -30,6 +30,7 @@ def check(proc):
 
 @pytest.mark.slow
 def test_two_zero2_ranks_match_one_rank(tmp_path, demo_root):
+    before = shm_segments()
     check(run_deepspeed(LAUNCHER, args(tmp_path, demo_root, "one"), nprocs=1, timeout=400))
     two = run_deepspeed(LAUNCHER, args(tmp_path, demo_root, "two", "train.zero_stage=2"), nprocs=2,
                         timeout=400)
@@ -41,6 +42,7 @@ def test_two_zero2_ranks_match_one_rank(tmp_path, demo_root):
     assert torch.allclose(torch.tensor(one_loss), torch.tensor(two_loss), rtol=1e-4, atol=1e-5), \
         (one_loss, two_loss)
     assert (tmp_path / "two" / "eval.json").is_file()
+    assert shm_segments() <= before  # each launched rank unlinks its segment
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from aadscale.distributed.context import (
                                           all_reduce_sum,
                                           barrier,
                                           broadcast_object,
+                                          exit_process,
                                           init_distributed,
                                           is_main,
                                           rank_and_world,
@@ -12,4 +13,4 @@ from aadscale.distributed.context import (
 from aadscale.distributed.deepspeed_config import deepspeed_config, load_user_config, micro_batch_size
 
 __all__ = ["DistContext", "init_distributed", "is_main", "rank_and_world", "barrier", "all_reduce_sum",
-           "broadcast_object", "shutdown", "deepspeed_config", "load_user_config", "micro_batch_size"]
+           "broadcast_object", "exit_process", "shutdown", "deepspeed_config", "load_user_config", "micro_batch_size"]

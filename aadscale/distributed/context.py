@@ -1,9 +1,12 @@
 """Who am I in the job: rank, world and device under the DeepSpeed launcher, torchrun or a plain process."""
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -76,8 +79,22 @@ def init_distributed(backend: str | None = None) -> DistContext:
             deepspeed.comm.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                             verbose=False, init_method="tcp://127.0.0.1:0",
                                             rank=0, world_size=1)
+        dist.barrier()  # every rank has mapped every shared-memory segment by now
+        _unlink_shm_segment(dist.get_rank())
     return DistContext(rank=dist.get_rank(), local_rank=local_rank,
                        world_size=dist.get_world_size(), device=device)
+
+
+def _unlink_shm_segment(rank: int) -> None:
+    """Unlink this rank's /dev/shm segment of DeepSpeed's CPU all-reduce (its mapping stays valid).
+
+    DeepSpeed's CPU accelerator, with every rank on one node (LOCAL_SIZE = world), gives
+    each rank a 69 MB shared-memory segment that it never unlinks: RAM held until reboot,
+    job after job. Unlinked once every rank has mapped it, the memory goes with the ranks.
+    """
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{rank}")
+    Path("/dev/shm", name).unlink(missing_ok=True)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -119,6 +136,25 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def shutdown() -> None:
-    """Leave the process group (call once at the end of a run: ranks that exit without it can abort)."""
+    """Leave the job: wait for every rank, then destroy the groups and DeepSpeed's references to them."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        barrier()
+        import deepspeed.comm
+        if deepspeed.comm.is_initialized():
+            deepspeed.comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this rank with ``code`` once its output is flushed, skipping interpreter teardown.
+
+    ZeRO keeps gloo groups referenced past ``destroy_process_group`` (their threads stay
+    up); torn down with the interpreter, they can abort a rank whose run has finished
+    (SIGABRT, "terminate called without an active exception"), and the launcher then
+    reports the whole job failed. Call it last, after ``shutdown()``.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
