@@ -80,7 +80,7 @@ def init_distributed(backend: str | None = None) -> DistContext:
                                             verbose=False, init_method="tcp://127.0.0.1:0",
                                             rank=0, world_size=1)
         if not cuda:  # only DeepSpeed's CPU accelerator makes the segment
-            dist.barrier()  # every rank has mapped every shared-memory segment by now
+            barrier()  # every rank has mapped every shared-memory segment by now
             _unlink_shm_segment(dist.get_rank())
     return DistContext(rank=dist.get_rank(), local_rank=local_rank,
                        world_size=dist.get_world_size(), device=device)
