@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement of issues 12 and 15 in one run on a lent machine, each under its own time limit,
-# logs and a summary under $OUT (default ./gpu-out). Expected 5-8 minutes on an H100/H200 (not yet
+# logs and a summary under $OUT (default ./gpu-out). Expected 6-9 minutes on an H100/H200 (not yet
 # run: no GPU in the session that wrote it); the limits add up to more than the 520 s budget, and a step that
 # would start with under 30 s of it left is skipped and says so.
 #
@@ -37,7 +37,7 @@ run() {
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E '^\||PASS|FAIL|no CUDA|not measured|GFLOP| px, PGD|JPEGs per split|Error' "$OUT/$name.log" >> "$SUMMARY"
+  grep -E '^\||PASS|FAIL|no CUDA|not measured|GFLOP| px, PGD| px, training|JPEGs per split|Error' "$OUT/$name.log" >> "$SUMMARY"
   echo "exit $rc after $(( SECONDS - t0 )) s$( (( rc == 124 || rc == 137 )) && echo ' (time limit)')" >> "$SUMMARY"
   echo >> "$SUMMARY"
   echo "$name: exit $rc, $(( SECONDS - t0 )) s"
@@ -68,6 +68,9 @@ run step_b128 140 $PY benchmarks/step_throughput.py $R50 --batch 128 --kinds pla
   --modes eager graph --memory-formats contiguous channels_last --attack-precisions fp32 bf16 --iters 5
 run step_b32 60 $PY benchmarks/step_throughput.py $R50 --batch 32 --kinds madry+aad attack+cams \
   --modes eager graph --memory-formats contiguous channels_last --attack-precisions fp32 bf16 --iters 5
+#    capturing the whole step (attack, training forwards, double backward, SGD) against the attack alone
+run step_whole_graph 90 $PY benchmarks/step_throughput.py $R50 --batch 32 128 --kinds plain madry madry+aad \
+  --modes eager graph graph-step --memory-formats channels_last --attack-precisions bf16 --iters 5
 
 # 3. the data path at steady state: torch (DataLoader workers) vs dali-gpu (nvJPEG), all cores
 BACKENDS="torch"; [ "$HAS_DALI" = 1 ] && BACKENDS="torch dali-gpu"
@@ -84,6 +87,8 @@ if [ "$HAS_DALI" = 1 ]; then
 else
   echo "- engine_dali_gpu, data_dali_chw: skipped, DALI is not installed" | tee -a "$SUMMARY"
 fi
+#    activation memory per image against the allocator's peak: the batch-size guidance
+run step_memory 60 $PY benchmarks/step_memory.py --batches 16 32
 
 # 5. the timm backbones (issue 15), 224 px, random init: graph equal to eager, then the steps in
 #    the ImageNet presets' layout (channels_last for ConvNeXt; a ViT's tokens have no such layout)

@@ -5,6 +5,8 @@
         --batch 32 64 128 --precision bf16            # on a GPU: eager, compile, graph
     .venv/bin/python benchmarks/step_throughput.py --model resnet50 --image-size 224 --batch 128 \
         --precision bf16 --memory-formats contiguous channels_last --attack-precisions fp32 bf16
+    .venv/bin/python benchmarks/step_throughput.py --model resnet50 --image-size 224 --batch 32 128 \
+        --precision bf16 --modes eager graph graph-step   # on a GPU: capturing the whole step
 
 Each step is compared with its floor: model FLOPs per image (FlopCounterMode) x passes per
 step / the device's measured matmul rate in that pass's precision. Passes are counted in
@@ -13,13 +15,19 @@ is 3, a Grad-CAM (forward + gradient to the layer) is 2. The attack runs in each
 ``--attack-precisions`` (the engine's ``attack.precision``, float32 by default), the training
 part in ``--precision``; weights and batch in each of ``--memory-formats``
 (``train.memory_format``). The optimiser is plain SGD (no DeepSpeed).
+
+Modes: ``eager``, ``compile`` and ``graph`` run the attack as ``train.step_mode`` does (the
+training part eager); ``graph-step`` (CUDA only, not in the engine) records the whole step
+(attack, training forwards, double backward, SGD update) as one CUDA graph, to measure what
+capturing the training part too would pay before the engine tries it under DeepSpeed. It is
+possible because the step issues no host sync after its first call (``tests/test_step_syncs.py``).
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -27,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from aadscale import models
 from aadscale.engine.step import compute_loss
 from aadscale.fused import AdversarialStep
+from aadscale.fused.graph import CapturedCall
 from aadscale.memory_format import MEMORY_FORMATS
 from aadscale.objectives import build_objective
 from aadscale.precision import AUTOCAST
@@ -76,8 +85,13 @@ def passes(kind: str, steps: int) -> tuple[int, int]:
     return per_step * steps + fixed if per_step else 0, train
 
 
+class StepLoss(NamedTuple):
+    """What a training step returns (a NamedTuple, as ``CapturedCall`` copies its outputs out)."""
+    loss: torch.Tensor
+
+
 def make_step(kind: str, model, attack: AdversarialStep | None, precision: str, lr: float = 0.01
-              ) -> Callable[[torch.Tensor, torch.Tensor, torch.Generator], None]:
+              ) -> Callable[[torch.Tensor, torch.Tensor, torch.Generator], NamedTuple]:
     """One step of ``kind`` as a closure (attack, loss, backward, SGD update)."""
     if kind == "attack+cams":
         return lambda x, y, g: attack(x, y, g)
@@ -88,10 +102,17 @@ def make_step(kind: str, model, attack: AdversarialStep | None, precision: str, 
         model.train()
         x_adv = attack(x, y, g).x_adv if attack is not None else None
         out = compute_loss(model, objective, x, y, x_adv, precision)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)  # the gradients are then allocated inside a capture
         out["loss"].backward()
         opt.step()
+        return StepLoss(out["loss"].detach())
     return step
+
+
+def graph_whole_step(step, x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
+    """``step`` recorded once as one CUDA graph (warm-up updates included), replayed per call."""
+    captured = CapturedCall(step, x, y, g)
+    return lambda x, y, g: captured(x, y)
 
 
 def seconds_per_step(step, x, y, g, warmup: int, iters: int, device: torch.device) -> float:
@@ -111,6 +132,14 @@ def seconds_per_step(step, x, y, g, warmup: int, iters: int, device: torch.devic
     return min(times)
 
 
+def kind_modes(kind: str, modes: list[str]) -> list[str]:
+    """The modes a kind runs in: plain has no attack ("-", and graph-step if asked); the fused
+    step alone has no training part to capture (no graph-step)."""
+    if kind == "plain":
+        return ["-"] + [m for m in modes if m == "graph-step"]
+    return [m for m in modes if not (kind == "attack+cams" and m == "graph-step")]
+
+
 def variant_rows(args, model, x0: torch.Tensor, y: torch.Tensor, fmt: str, attack_precision: str,
                  modes: list[str], rates: dict[str, float], flops: float, plain_s: dict) -> None:
     """Time every kind and mode for one (memory format, attack precision) and print a row each."""
@@ -124,15 +153,17 @@ def variant_rows(args, model, x0: torch.Tensor, y: torch.Tensor, fmt: str, attac
         attack_passes, train_passes = passes(kind, args.steps)
         floor_s = batch * flops * (attack_passes / rates[attack_precision]
                                    + train_passes / rates[args.precision])
-        for mode in (["-"] if kind == "plain" else modes):
+        for mode in kind_modes(kind, modes):
             attack = None if kind == "plain" else AdversarialStep(
-                model, eps=EPS, steps=args.steps, mode=mode, cams=kind == "attack+cams",
-                precision=attack_precision)
+                model, eps=EPS, steps=args.steps, mode="eager" if mode == "graph-step" else mode,
+                cams=kind == "attack+cams", precision=attack_precision)
             g = torch.Generator(device=device).manual_seed(0)
-            s = seconds_per_step(make_step(kind, model, attack, args.precision), x, y, g,
-                                 args.warmup, args.iters, device)
+            step = make_step(kind, model, attack, args.precision)
+            if mode == "graph-step":
+                step = graph_whole_step(step, x, y, g)
+            s = seconds_per_step(step, x, y, g, args.warmup, args.iters, device)
             if kind == "plain":
-                plain_s[fmt] = s
+                plain_s.setdefault(fmt, s)  # the eager plain step: what every ratio divides by
             eager_s.setdefault(kind, s)
             ratio = (f"{s / plain_s[fmt]:.2f} ({(attack_passes + train_passes) / 3:.2f})"
                      if fmt in plain_s else "-")
@@ -153,8 +184,8 @@ def main() -> None:
                         help="the attack's forwards (attack.precision); each one is a variant")
     parser.add_argument("--memory-formats", nargs="+", default=["contiguous"], choices=list(MEMORY_FORMATS),
                         help="weights and batch (train.memory_format); each one is a variant")
-    parser.add_argument("--modes", nargs="+", default=None,
-                        help="default: eager compile, plus graph on CUDA")
+    parser.add_argument("--modes", nargs="+", default=None, choices=["eager", "compile", "graph", "graph-step"],
+                        help="default: eager compile, plus graph and graph-step on CUDA")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
@@ -164,7 +195,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    modes = args.modes or (["eager", "compile", "graph"] if device.type == "cuda" else ["eager", "compile"])
+    modes = args.modes or (["eager", "compile", "graph", "graph-step"] if device.type == "cuda"
+                           else ["eager", "compile"])
+    if device.type != "cuda" and {"graph", "graph-step"} & set(modes):
+        parser.error(f"--modes {' '.join(modes)}: graph and graph-step record CUDA graphs; no CUDA device here")
     torch.manual_seed(0)
     model = models.build(args.model, 10).to(device)
     flops = flops_per_image(model, args.image_size, device)

@@ -36,11 +36,8 @@ def threshold_mask(cam: torch.Tensor, theta: str | float = "mean") -> torch.Tens
     """M = 1[L > theta], theta the per-map mean ("mean") or a fixed number; bool [N, h, w]."""
     _check_maps(cam)
     theta = parse_theta(theta)
-    if theta == "mean":
-        thr = cam.mean(dim=(1, 2), keepdim=True)
-    else:
-        thr = torch.as_tensor(theta, device=cam.device)
-    return cam > thr
+    # a number stays a Python scalar: no host-to-device copy, which a CUDA-graph capture refuses
+    return cam > (cam.mean(dim=(1, 2), keepdim=True) if theta == "mean" else theta)
 
 
 def _top_counts(cam: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
