@@ -16,13 +16,15 @@ import argparse
 
 import torch
 
+# this folder (on sys.path when run as a script): the step the throughput benchmark times
+from step_throughput import EPS, make_step
+
 from aadscale import models
 from aadscale.engine.step import compute_loss
 from aadscale.fused import AdversarialStep
 from aadscale.objectives import build_objective
 from aadscale.precision import AUTOCAST
 
-EPS = 8 / 255
 KINDS = ("plain", "madry", "alp", "madry+aad", "alp+aad")
 GIB = 2 ** 30
 
@@ -45,18 +47,13 @@ def saved_bytes(model, kind: str, x: torch.Tensor, y: torch.Tensor, precision: s
 
 
 def peak_bytes(model, kind: str, x: torch.Tensor, y: torch.Tensor, precision: str) -> int:
-    """The CUDA allocator's peak over one whole step of ``kind`` (attack, loss, backward, update)."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    """The CUDA allocator's peak over one whole step of ``kind`` (PGD-3 attack, loss, backward, SGD update)."""
     attack = None if kind == "plain" else AdversarialStep(model, eps=EPS, steps=3, cams=False,
                                                            precision=precision)
-    g = torch.Generator(device=x.device).manual_seed(0)
+    step = make_step(kind, model, attack, precision)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    model.train()
-    x_adv = attack(x, y, g).x_adv if attack else None
-    compute_loss(model, build_objective(kind), x, y, x_adv, precision)["loss"].backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    step(x, y, torch.Generator(device=x.device).manual_seed(0))
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated()
 

@@ -47,7 +47,10 @@ KINDS = {
     "madry": ("madry", 2, 0, 3),
     "madry+aad": ("madry+aad", 2, 0, 12),  # clean, adv and two masked forwards, each + backward
     "attack+cams": (None, 2, 4, 0),  # the fused step alone: PGD-k and two Grad-CAMs
+    "alp": ("alp", 2, 0, 6),  # clean and adv forwards, each + backward
+    "alp+aad": ("alp+aad", 2, 0, 12),
 }
+DEFAULT_KINDS = ["plain", "madry", "madry+aad", "attack+cams"]
 
 
 def sync(device: torch.device) -> None:
@@ -186,7 +189,7 @@ def main() -> None:
                         help="weights and batch (train.memory_format); each one is a variant")
     parser.add_argument("--modes", nargs="+", default=None, choices=["eager", "compile", "graph", "graph-step"],
                         help="default: eager compile, plus graph and graph-step on CUDA")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--kinds", nargs="+", default=DEFAULT_KINDS, choices=list(KINDS))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--matmul-size", type=int, default=0, help="default 2048 on CPU, 8192 on CUDA")
