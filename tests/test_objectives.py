@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aadscale import attacks, models, objectives
+from aadscale.models.modes import replayable_rng
 from aadscale.objectives import build_objective, classification_loss, mask_attention
 
 
@@ -60,6 +61,30 @@ def test_preservation_is_zero_for_identical_inputs(batch):
     model.eval()
     out = objectives.aad(model, x, y, x.clone())
     assert out["pres"] == 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_preservation_is_zero_for_identical_inputs_in_train_mode_with_dropout(device):
+    torch.manual_seed(0)
+    model = models.build("resnet9_small", 10, dropout=0.5).to(device).train()
+    x, y = torch.rand(8, 3, 32, 32, device=device), torch.randint(0, 10, (8,), device=device)
+    assert not torch.equal(model(x), model(x))  # control: each train-mode forward draws its own masks
+    out = objectives.aad(model, x, y, x.clone())
+    assert out["pres"] == 0
+    assert torch.equal(out["logits_clean"], out["logits_adv"])
+
+
+def test_replayed_passes_draw_alike_and_leave_the_generator_where_one_pass_does():
+    torch.manual_seed(1)
+    with replayable_rng(torch.device("cpu")) as replay:
+        first = torch.rand(4)
+        replay()
+        second = torch.rand(4)
+    after = torch.rand(4)
+    torch.manual_seed(1)
+    assert torch.equal(first, second) and torch.equal(torch.rand(4), first)
+    assert torch.equal(torch.rand(4), after)
 
 
 def test_mask_attention_removes_the_attended_area():

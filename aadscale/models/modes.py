@@ -1,10 +1,13 @@
-"""Train/eval mode helpers: eval mode with each module's own mode restored, and train-mode
-forwards that leave BatchNorm's running statistics alone."""
+"""Train/eval mode helpers: eval mode with each module's own mode restored, train-mode
+forwards that leave BatchNorm's running statistics alone, and train-mode forwards that draw
+the same dropout masks."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import warnings
+from typing import Callable, Iterator
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -38,3 +41,30 @@ def frozen_running_stats(model: nn.Module, frozen: bool = True) -> Iterator[nn.M
     finally:
         for m in layers:
             m.track_running_stats = True
+
+
+@contextlib.contextmanager
+def replayable_rng(device: torch.device) -> Iterator[Callable[[], None]]:
+    """Yields ``replay()``, which rewinds ``device``'s default generator (CUDA's or the CPU's) to its
+    state on entry, so that a second train-mode forward draws the same dropout masks as the first.
+
+    Passes of the same shapes end where one pass would have. On CUDA a copy of the entry state
+    is swapped in by reference (``graphsafe_set_state``) and the live state swapped back on
+    exit: nothing is read from the device. Inside a CUDA-graph capture torch copies no
+    generator state: nothing is replayed there, with a warning.
+    """
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        warnings.warn("replayable_rng inside a CUDA-graph capture: the passes draw independent "
+                      "dropout masks", stacklevel=3)
+        yield lambda: None
+    elif device.type == "cuda":
+        generator = torch.cuda.default_generators[device.index if device.index is not None
+                                                  else torch.cuda.current_device()]
+        start, live = generator.clone_state(), generator.graphsafe_get_state()
+        try:
+            yield lambda: generator.graphsafe_set_state(start.clone_state())
+        finally:
+            generator.graphsafe_set_state(live)
+    else:
+        start = torch.default_generator.get_state()
+        yield lambda: torch.default_generator.set_state(start)

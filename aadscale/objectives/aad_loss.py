@@ -7,7 +7,7 @@ from torch import nn
 from aadscale.attention.gradcam import forward_with_cam
 from aadscale.attention.masks import resize, threshold_mask
 from aadscale.errors import InputError
-from aadscale.models.modes import frozen_running_stats
+from aadscale.models.modes import frozen_running_stats, replayable_rng
 from aadscale.objectives.alp_loss import alp_terms
 from aadscale.objectives.madry_loss import madry_terms
 
@@ -53,7 +53,8 @@ def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
 
     Passes: forward+Grad-CAM on x and on x_adv (create_graph=True, so L_pres trains the
     model by double backward) and one forward on each masked image; each in the model's
-    current mode, each its own batch (BatchNorm statistics never mix clean and adversarial).
+    current mode, each its own batch (BatchNorm statistics never mix clean and adversarial);
+    the two Grad-CAM forwards draw the same dropout masks, so L_pres(x, x) = 0 in train mode.
     ``bn_stats`` says which forwards update BatchNorm's running statistics: ``"both"``
     (default: what the demo study supports), ``"clean"``, ``"adv"``, or ``"base"`` (those the
     base trains on: Madry adv, ALP both); the masked forwards never do. Every forward still
@@ -64,10 +65,12 @@ def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
     if bn_stats not in BN_STATS:
         raise InputError(f"bn_stats={bn_stats!r} must be one of {list(BN_STATS)}")
     bn_stats = _BASE_BN[base] if bn_stats == "base" else bn_stats
-    with frozen_running_stats(model, bn_stats == "adv"):
-        clean = forward_with_cam(model, x, y, layer, create_graph=True, weights=cam_weights)
-    with frozen_running_stats(model, bn_stats == "clean"):
-        adv = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
+    with replayable_rng(x.device) as replay:
+        with frozen_running_stats(model, bn_stats == "adv"):
+            clean = forward_with_cam(model, x, y, layer, create_graph=True, weights=cam_weights)
+        replay()
+        with frozen_running_stats(model, bn_stats == "clean"):
+            adv = forward_with_cam(model, x_adv, y, layer, create_graph=True, weights=cam_weights)
     terms = BASE_TERMS[base](clean.logits, adv.logits, y, cls_loss=cls_loss, beta=beta)
     rect = rectification(model, x, clean.cam, clean.logits, theta) + \
         rectification(model, x_adv, adv.cam, adv.logits, theta)
