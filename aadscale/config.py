@@ -13,7 +13,7 @@ from typing import Any, Callable
 import yaml
 
 from aadscale.attacks.registry import TRAINING_ATTACKS, parse_attack_name
-from aadscale.attacks.threat import check_eps
+from aadscale.attacks.threat import check_eps, parse_eps
 from aadscale.attention.masks import parse_theta
 from aadscale.errors import InputError
 from aadscale.memory_format import CHOICES as MEMORY_FORMAT_CHOICES
@@ -23,6 +23,8 @@ from aadscale.precision import AUTOCAST
 
 PRESET_DIR = Path(__file__).parent / "presets"
 FUSED_OPTIMIZERS = ("sgd", "adamw")  # torch has no fused RMSprop
+# sizes in pixel space, [0, 1]: presets, overrides and sweep spaces may write them as fractions (8/255)
+PIXEL_FIELDS = ("attack.eps", "attack.alpha", "eval.eps")
 
 
 def _check_mapping(value: Any, path: str) -> dict:
@@ -146,7 +148,7 @@ class EvalConfig:
     every_epochs: int = _opt(1, min=0, doc="0 = only at the end")
     attacks: list = _opt(["clean", "fgsm", "pgd10"], check=lambda names, path: [
         parse_attack_name(str(n)).name for n in names])
-    eps: float = _opt(8 / 255, check=check_eps)
+    eps: float | None = _opt(None, check=check_eps, doc="None (default): attack.eps, set by validate()")
     subset: int = _opt(256, min=1)
     batch_size: int = _opt(64, min=1)
 
@@ -217,6 +219,8 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
+    if where in PIXEL_FIELDS:
+        return value if value is None else parse_eps(value, where)
     origin = typing.get_origin(tp)
     if tp is bool:
         if isinstance(value, bool):
@@ -292,7 +296,12 @@ def check_fused_optimizer(optim: OptimConfig) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Check every field's rule and the cross-field constraints; raise InputError naming the field."""
+    """Check every field's rule and the cross-field constraints; raise InputError naming the field.
+
+    An unset ``eval.eps`` becomes ``attack.eps``: a run evaluates at the eps it trains at unless told.
+    """
+    if cfg.eval.eps is None:
+        cfg.eval.eps = cfg.attack.eps
     _check(cfg)
     check_fused_optimizer(cfg.optim)
     if cfg.attack.name == "none" and objective_kind(cfg.objective.name).needs_attack:

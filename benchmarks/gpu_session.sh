@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issues 12 and 15 in one run on a lent machine, each under its own time limit,
+# Every GPU measurement of issues 12, 15 and 20 in one run on a lent machine, each under its own time limit,
 # logs and a summary under $OUT (default ./gpu-out). Expected 6-9 minutes on an H100/H200 (not yet
 # run: no GPU in the session that wrote it); the limits add up to more than the 520 s budget, and a step that
 # would start with under 30 s of it left is skipped and says so.
@@ -59,6 +59,10 @@ HAS_DALI=$($PY -c "import nvidia.dali" 2>/dev/null && echo 1 || echo 0)
 
 # 1. correctness first: graph mode equal to eager (NCHW fp32 attack, channels_last bf16 attack)
 run gpu_check 90 $PY benchmarks/step_gpu_check.py
+#    issue 20: the engine under the DeepSpeed launcher on one GPU (an NCCL group of one rank, so the
+#    collectives' device rule is live) and its host syncs per step under CUDA's sync debug mode
+run engine_syncs_z0 60 deepspeed --num_gpus 1 benchmarks/engine_syncs.py --steps 8 train.zero_stage=0
+run engine_syncs_z2 60 deepspeed --num_gpus 1 benchmarks/engine_syncs.py --steps 8 train.zero_stage=2
 
 # 2. the bare step, ResNet-50 224 px, training forwards under bf16 autocast
 R50="--model resnet50 --image-size 224 --precision bf16"

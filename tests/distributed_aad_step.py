@@ -15,8 +15,8 @@ import torch
 
 from aadscale import attacks, models, objectives
 from aadscale.config import load_config
-from aadscale.distributed import (all_reduce_sum, barrier, broadcast_object, deepspeed_config,
-                                  exit_process, init_distributed, is_main, shutdown)
+from aadscale.distributed import (barrier, broadcast_object, deepspeed_config, exit_process,
+                                  init_distributed, is_main, shutdown, sum_over_ranks)
 
 
 def param_checksum(engine, zero_stage: int) -> float:
@@ -59,7 +59,7 @@ def main() -> None:
     barrier()
     row = json.dumps({"rank": ctx.rank, "world": ctx.world_size, "zero": args.zero,
                      "is_main": is_main(),
-                     "rank_sum": all_reduce_sum(torch.tensor([ctx.rank + 1.0])).item(),
+                     "rank_sum": sum_over_ranks(torch.tensor([ctx.rank + 1.0])).item(),
                      "broadcast": broadcast_object({"from": ctx.rank}),
                      "micro": micro, "losses": losses, "checksum_before": before,
                      "checksum": param_checksum(engine, args.zero)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from aadscale import config as C
+from aadscale.tuning.space import load_space, parse_space
 
 
 @pytest.mark.parametrize("name", C.list_presets())
@@ -34,6 +35,10 @@ def test_layers_override_in_order():
     ("train.memory_format=nhwc", "train.memory_format='nhwc' is not valid; choose one of"),
     ("attack.precision=fp8", "attack.precision='fp8' is not valid; choose one of"),
     ("optim.implementation=fast", "optim.implementation='fast' is not valid"),
+    ("attack.eps=8/0", "attack.eps='8/0' is not a number; write e.g. 4/255"),
+    ("attack.eps=abc", "attack.eps='abc' is not a number; write e.g. 4/255"),
+    ("eval.eps=300/255", "eval.eps=1.1764705882352942 must be <= 1"),
+    ("attack.alpha=-2/255", "attack.alpha=-0.00784313725490196 must be >= 0"),
 ])
 def test_invalid_values_name_the_field(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -69,3 +74,34 @@ def test_model_kwargs_from_overrides_merge_and_round_trip(tmp_path):
     assert C.load_run_config(tmp_path / "config.yaml") == cfg
     with pytest.raises(ValueError, match="model.kwargs=3 must be a mapping"):
         C.load_config("demo", ["model.kwargs=3"])
+
+
+def test_pixel_sizes_take_fractions_in_overrides_presets_and_sweeps(tmp_path):
+    cfg = C.load_config("demo", ["attack.eps=8/255", "attack.alpha=2/255", "eval.eps=4/255"])
+    assert (cfg.attack.eps, cfg.attack.alpha, cfg.eval.eps) == (8 / 255, 2 / 255, 4 / 255)
+    assert C.load_config("cifar10-resnet9").attack.eps == 8 / 255  # the shipped preset writes 8/255
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("attack: {eps: 2/255, alpha: 0.5/255}\neval: {eps: 1/255}\n")
+    cfg = C.load_config(str(preset))
+    assert (cfg.attack.eps, cfg.attack.alpha, cfg.eval.eps) == (2 / 255, 0.5 / 255, 1 / 255)
+    space = parse_space({"params": {"attack.eps": {"values": ["2/255", 0.01]},
+                                    "eval.eps": {"uniform": ["1/255", "8/255"]}}})
+    assert space.params["attack.eps"].args == (2 / 255, 0.01)
+    assert space.params["eval.eps"].args == (1 / 255, 8 / 255)
+    shipped = load_space(C.PRESET_DIR / "sweeps" / "imagenet-lambdas-eps.yaml")
+    assert shipped.params["attack.eps"].args == (2 / 255, 4 / 255, 8 / 255)
+    with pytest.raises(ValueError, match="attack.eps='8/0' is not a number"):
+        parse_space({"params": {"attack.eps": {"values": ["8/0"]}}})
+
+
+def test_eval_eps_follows_attack_eps_unless_set(tmp_path):
+    cfg = C.load_config("cifar10-resnet9", ["attack.eps=4/255"])
+    assert cfg.eval.eps == cfg.attack.eps == 4 / 255
+    assert C.load_config("demo").eval.eps == 0.0627  # the preset sets attack.eps only
+    assert C.load_config("demo", ["attack.eps=4/255", "eval.eps=8/255"]).eval.eps == 8 / 255
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("attack: {eps: 2/255}\neval: {eps: 0.03}\n")
+    assert C.load_config(str(preset), ["attack.eps=4/255"]).eval.eps == 0.03
+    C.dump_yaml(cfg, tmp_path / "config.yaml")  # the resolved float is what the run records
+    assert C.to_dict(cfg)["eval"]["eps"] == 4 / 255
+    assert C.load_run_config(tmp_path / "config.yaml") == cfg

@@ -94,13 +94,63 @@ def test_nan_loss_stops_with_a_loadable_checkpoint(tmp_path, demo_root, monkeypa
 
     monkeypatch.setattr(loop, "compute_loss", poisoned)
     cfg = small_cfg(tmp_path, demo_root)
-    with pytest.raises(NonFiniteLossError, match="the loss became nan at step 5"):
+    with pytest.raises(NonFiniteLossError, match=r"the loss .*became non-finite \(loss nan\) at step 5"):
         fit(cfg)
     ckpt = tmp_path / "run" / "checkpoints"
     assert (ckpt / "latest").read_text() == "step4-before-nonfinite"
     monkeypatch.setattr(loop, "compute_loss", real)
     resumed = fit(small_cfg(tmp_path, demo_root), resume="auto")
     assert resumed["step"] == 6
+
+
+def poison_step(monkeypatch, step: int, where: str) -> None:
+    """Make optimiser step ``step`` (1-based) non-finite: its loss, or only its gradients (the loss stays finite)."""
+    calls = {"n": 0}
+    real = loop.compute_loss
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == step:
+            if where == "loss":
+                out["loss"] = out["loss"] * float("nan")
+            else:
+                out["loss"].register_hook(lambda g: g * float("nan"))
+        return out
+
+    monkeypatch.setattr(loop, "compute_loss", poisoned)
+
+
+def test_a_bad_step_read_later_still_saves_the_state_before_it(tmp_path, demo_root, monkeypatch):
+    # the guard is read on logging steps only (every 3rd here): step 2's NaN is seen at step 3,
+    # and the state saved is the one before step 2, weights, optimiser, data position and RNG
+    common = ["log.scalar_every=3", "train.checkpoint_every=0", "log.image_every=0", "train.max_steps=5"]
+    unbroken = fit(small_cfg(tmp_path / "a", demo_root, *common))
+    cfg = small_cfg(tmp_path / "b", demo_root, *common)
+    poison_step(monkeypatch, 2, "loss")
+    with pytest.raises(NonFiniteLossError, match=r"the loss .*non-finite \(loss nan\) at step 2 "):
+        fit(cfg)
+    assert (tmp_path / "b" / "run" / "checkpoints" / "latest").read_text() == "step1-before-nonfinite"
+    monkeypatch.undo()
+    resumed = fit(cfg, resume="auto")
+    assert resumed["step"] == unbroken["step"] == 5
+    a = torch.load(tmp_path / "a" / "run" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "run" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # as if the bad step had never been tried
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_non_finite_gradients_under_a_finite_loss_stop_the_run(tmp_path, demo_root, monkeypatch, zero_stage):
+    # ZeRO-0: the guard takes the gradients' norm on the device; ZeRO 1-3: DeepSpeed takes it and skips
+    poison_step(monkeypatch, 2, "gradients")
+    cfg = small_cfg(tmp_path, demo_root, f"train.zero_stage={zero_stage}", "train.checkpoint_every=0",
+                    "log.image_every=0", "log.scalar_every=2", "objective.name=madry")
+    with pytest.raises(NonFiniteLossError, match="the gradients' global norm became non-finite at step 2 "):
+        fit(cfg)
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text() == "step1-before-nonfinite"
+    state = torch.load(ckpt / "step1-before-nonfinite" / "mp_rank_00_model_states.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["module"].values() if v.is_floating_point())
 
 
 def test_bad_data_and_class_count(tmp_path, demo_root):

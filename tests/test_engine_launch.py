@@ -1,6 +1,8 @@
 """The launcher under the DeepSpeed launcher and torchrun with CPU ranks: sharded runs agree with one rank."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from dslaunch import ROOT, run_deepspeed, run_torchrun, shm_segments
@@ -67,3 +69,23 @@ def test_torchrun_launch(tmp_path, demo_root):
     check(proc)
     assert "2 rank(s)" in proc.stdout + proc.stderr
     assert len(read_events(tmp_path / "tr" / "tb")["scalars"]["train/loss"]) == 2
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, demo_root):
+    # rank 1's loss turns NaN at step 2 and the guard is read at step 3: both ranks stop there,
+    # with one checkpoint of the state before step 2
+    proc = run_deepspeed(ROOT / "tests" / "nonfinite_rank.py",
+                         [demo_root, str(tmp_path), "1", "model.name=lenet_small", "model.in_channels=3",
+                          "attack.name=step_ll", "attack.steps=1", "data.batch_size=32", "data.workers=0",
+                          "train.max_steps=4", "log.scalar_every=3", "log.image_every=0",
+                          "train.checkpoint_every=0", "eval.subset=32", "eval.attacks=clean"],
+                         nprocs=2, timeout=400)
+    check(proc)
+    rows = sorted((json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines()
+                   if line.startswith("RESULT ")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in rows] == [0, 1], proc.stdout[-3000:]
+    assert all(r["error"].startswith("the loss") and "non-finite" in r["error"] and "at step 2 " in r["error"]
+               for r in rows), rows
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step1-before-nonfinite"
+    assert not (tmp_path / "run" / "eval.json").exists()

@@ -1,17 +1,25 @@
-"""The training step issues no host synchronisation after its first call.
+"""The training step issues no host synchronisation after its first call, nor does the trainer's loop.
 
 A device-to-host sync stalls the GPU's queue every step, and makes the step impossible to
 record as one CUDA graph (``benchmarks/step_throughput.py --modes graph-step``). On CPU
 every op still passes the dispatcher, so the ops that would sync on CUDA (reading a value,
-or a result whose shape depends on values) are caught here by name.
+or a result whose shape depends on values) are caught here by name, with the code that
+asked for them.
 """
 from __future__ import annotations
 
+import traceback
+
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from aadscale import models
+from aadscale.config import load_config
+from aadscale.data import ensure_demo_data
+from aadscale.engine import Callback
+from aadscale.engine import trainer as loop
 from aadscale.engine.step import compute_loss
 from aadscale.fused import AdversarialStep
 from aadscale.objectives import build_objective
@@ -23,19 +31,51 @@ SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "a
             "aten.repeat_interleave", "aten.item"}
 
 
+def asker(stack: traceback.StackSummary) -> str:
+    """Whose code ran a sync op: deepspeed, or the aadscale module:function nearest to it."""
+    for frame in reversed(stack):
+        if "/deepspeed/" in frame.filename:
+            return "deepspeed"
+        if "/aadscale/" in frame.filename:
+            return f"aadscale/{frame.filename.split('/aadscale/')[-1]}:{frame.name}"
+    return "other"
+
+
 class OpLog(TorchDispatchMode):
-    """Records the name of every aten op run inside, backward ops included."""
+    """Records the name of every aten op run inside, backward ops included, and who asked for each sync."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[str] = []
+        self.askers: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
+        name = str(func.overloadpacket)
+        self.ops.append(name)
+        if name in SYNC_OPS:
+            self.askers.append(f"{name} by {asker(traceback.extract_stack())}")
         return func(*args, **(kwargs or {}))
 
     def syncs(self) -> list[str]:
         return [op for op in self.ops if op in SYNC_OPS]
+
+
+# tensor methods that read values on the host: on a CPU tensor some run no aten op at all (tolist)
+HOST_READS = {"tolist", "item", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu"}
+
+
+class HostReads(TorchFunctionMode):
+    """Adds every host read of a tensor's values (``HOST_READS``), with who asked, to ``log.askers``."""
+
+    def __init__(self, log: OpLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS:
+            self.log.askers.append(f"Tensor.{name} by {asker(traceback.extract_stack())}")
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture
@@ -68,3 +108,45 @@ def test_attack_loss_backward_and_update_have_no_host_sync(setup, name, precisio
             opt.step()
         assert log.syncs() == [], f"{name} ({precision}) syncs with the host: {sorted(set(log.syncs()))}"
     assert "aten.convolution_backward" in log.ops  # backward ops pass the detector too
+
+
+class SplitSteps(Callback):
+    """Cuts the op log at every optimiser step's end: step i's syncs are ``per_step[i - 1]``."""
+
+    def __init__(self, log: OpLog) -> None:
+        self.log, self.per_step = log, []
+
+    def on_step_end(self, info) -> None:
+        self.per_step.append(self.log.askers)
+        self.log.askers = []
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return str(ensure_demo_data(tmp_path_factory.mktemp("data") / "demo"))
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_the_trainers_loop_waits_on_the_host_only_on_logging_steps(tmp_path, demo_root, zero_stage):
+    # steps 1-3 log nothing (log.scalar_every=100), step 4 is the last and logs; loader in a worker process
+    cfg = load_config("demo", [f"data.root={demo_root}", f"log.dir={tmp_path}", "log.name=run",
+                               "data.batch_size=16", "data.workers=1", "attack.steps=1", "train.max_steps=4",
+                               "log.scalar_every=100", "log.image_every=0", "train.checkpoint_every=0",
+                               f"train.zero_stage={zero_stage}"])
+    log = OpLog()
+    steps = SplitSteps(log)
+    run = loop.setup(cfg, [steps], None, None)
+    try:
+        with log, HostReads(log):
+            loop.train_one_epoch(run)
+    finally:
+        run.bar.close()
+        run.tb.close()
+    first, *steady, last = steps.per_step
+    assert len(steady) == 2
+    assert any("check_pixel_range" in a for a in first)  # the detector works: the first batch's check
+    assert any("guard.py:verdict" in a for a in last), last  # the logging step reads the guard
+    if zero_stage == 0:
+        assert steady == [[], []]
+    else:  # ZeRO-2's own: the overflow flag and the gradient norm read in DeepSpeed's step (README)
+        assert all(s and {a.split(" by ")[1] for a in s} == {"deepspeed"} for s in steady), steady

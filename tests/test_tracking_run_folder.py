@@ -15,11 +15,14 @@ def test_layout_and_config(tmp_path):
     assert run.path == tmp_path / "runs" / "demo-1"
     assert run.tb.is_dir() and run.checkpoints.is_dir()
     cfg = load_config(None, ["optim.lr=0.2", "train.zero_stage=2"])
-    path = run.write_config(cfg)
-    assert path == run.path / "config.yaml"
-    assert "git_commit" in yaml.safe_load(path.read_text())
-    assert load_run_config(path) == cfg
+    assert run.record_config(cfg, "start") == run.path / "configs" / "000-start.yaml"
+    assert "git_commit" in yaml.safe_load(run.config_path.read_text())
+    assert load_run_config(run.config_path) == cfg
     RunFolder(tmp_path / "runs", "demo-1")  # reopening an existing run is fine
+    changed = load_config(None, ["optim.lr=0.1", "train.zero_stage=2"])
+    assert run.record_config(changed, "resume-../step4") == run.path / "configs" / "001-resume-.._step4.yaml"
+    assert load_run_config(run.config_path) == changed  # config.yaml: the current one
+    assert [load_run_config(p) for p in sorted(run.configs.iterdir())] == [cfg, changed]
 
 
 @pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden"])

@@ -15,16 +15,16 @@ def check_eps(eps: float, where: str = "eps") -> float:
     return float(eps)
 
 
-def parse_eps(text: str | float) -> float:
-    """``"4/255"``, ``"0.3"`` or a number -> float in [0, 1]."""
-    if isinstance(text, (int, float)):
-        return check_eps(float(text))
+def parse_eps(text: str | float, where: str = "eps") -> float:
+    """``"4/255"``, ``"0.3"`` or a number -> float in [0, 1]; InputError naming ``where`` otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return check_eps(float(text), where)
     num, sep, den = str(text).partition("/")
     try:
         value = float(num) / (float(den) if sep else 1.0)
     except (ValueError, ZeroDivisionError):
-        raise InputError(f"eps {text!r} is not a number; write e.g. 4/255 or 0.03") from None
-    return check_eps(value)
+        raise InputError(f"{where}={text!r} is not a number; write e.g. 4/255 or 0.03") from None
+    return check_eps(value, where)
 
 
 class LinfStep:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aadscale.attacks.threat import parse_eps
+from aadscale.distributed import is_main
 from aadscale.errors import InputError
 from aadscale.evaluate.loading import LoadedModel, load_model
 from aadscale.evaluate.suite import PAPER, STRONG, evaluate_suite
@@ -50,7 +51,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def dataset_from_args(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Dataset, int]:
-    """The validation dataset (map-style, by index) and the image size."""
+    """The validation dataset (map-style, by index; its classes checked against the model's) and the image size."""
     from aadscale.data import build_dataset
     cfg = loaded.config
     dataset = args.dataset or (cfg.data.dataset if cfg else "folder")
@@ -61,8 +62,10 @@ def dataset_from_args(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Da
     if not root:
         raise InputError("no data: give --data DIR (and --dataset) or a checkpoint whose config has data.root")
     size = args.image_size or (cfg.data.image_size if cfg else 224)
-    return build_dataset(root, args.split, image_size=size, dataset=dataset,
-                         val_resize=cfg.data.val_resize if cfg and not args.image_size else 0), size
+    data = build_dataset(root, args.split, image_size=size, dataset=dataset,
+                         val_resize=cfg.data.val_resize if cfg and not args.image_size else 0)
+    loaded.check_classes(data.classes, f"split {args.split!r} of {root}")
+    return data, size
 
 
 def eps_from_args(args: argparse.Namespace, loaded: LoadedModel) -> float:
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                    batch_size=args.batch_size, gamma=args.gamma,
                    masking_threshold=args.masking_threshold, workers=args.workers,
                    model_label=loaded.description, progress=not args.no_progress)
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+    if is_main():
         print(Path(args.out, "results.md").read_text())
     return 0
 

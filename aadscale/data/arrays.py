@@ -9,15 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
+from aadscale.data.classes import label_names
 from aadscale.errors import InputError
 
 
 @dataclass(frozen=True)
 class ArraySamples:
-    """Images as uint8 [N, H, W, C] and int64 labels."""
+    """Images as uint8 [N, H, W, C], int64 labels and the class names (label i is ``classes[i]``)."""
     images: np.ndarray
     labels: np.ndarray
-    num_classes: int
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -45,12 +51,12 @@ def read_cifar10(root: str | os.PathLike, split: str) -> ArraySamples:
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
     meta = folder / "batches.meta"
-    num_classes = 10
+    classes = label_names(10)
     if meta.is_file():
         with open(meta, "rb") as f:
-            num_classes = len(pickle.load(f, encoding="bytes")[b"label_names"])
+            classes = [name.decode() for name in pickle.load(f, encoding="bytes")[b"label_names"]]
     return ArraySamples(np.concatenate(images).transpose(0, 2, 3, 1).copy(),
-                        np.concatenate(labels), num_classes)
+                        np.concatenate(labels), classes)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -80,4 +86,4 @@ def read_mnist(root: str | os.PathLike, split: str) -> ArraySamples:
     labels = read_idx(find("labels-idx1-ubyte")).astype(np.int64)
     if len(images) != len(labels):
         raise InputError(f"MNIST in {root}: {len(images)} images but {len(labels)} labels")
-    return ArraySamples(images[..., None].copy(), labels, 10)
+    return ArraySamples(images[..., None].copy(), labels, label_names(10))

@@ -86,6 +86,11 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    @property
+    def classes(self) -> list[str]:
+        """The split's class names (label i is ``classes[i]``)."""
+        return self.dataset.samples.classes
+
     def __getitem__(self, i: int):
         return self.dataset[(i, 0)]
 
@@ -134,18 +139,18 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     if dataset in ARRAY_READERS:
         samples = ARRAY_READERS[dataset](root, split)
         loader: Loader = TorchLoader(ArrayDataset(samples, transform), workers=workers,
-                                     num_classes=samples.num_classes, **common)
+                                     classes=samples.classes, **common)
     else:
         files = list_images(ensure_demo_data(root) if dataset == "demo" else root, split)
         if name == "torch":
             loader = TorchLoader(FileDataset(files, transform), workers=workers,
-                                 num_classes=files.num_classes, **common)
+                                 classes=files.classes, **common)
         else:
             from aadscale.data.dali import DaliLoader
             loader = DaliLoader(files, device=name.removeprefix("dali-"), workers=workers,
                                 augment=augment, image_size=image_size, resize=resize,
                                 cache_dir=Path(cache_dir) if cache_dir else None,
-                                memory_format=memory_format, num_classes=files.num_classes, **common)
+                                memory_format=memory_format, classes=files.classes, **common)
     log.info("data backend %s%s: %s split %r of %s, rank %d/%d, %d samples, %d batches of %d",
              name, " (auto)" if backend == "auto" else "", dataset, split, root, rank, world_size,
              loader.num_samples, len(loader), batch_size)

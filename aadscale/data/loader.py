@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -26,11 +26,16 @@ class Loader(abc.ABC):
     backend: str  # the backend that runs, set by each subclass
 
     def __init__(self, *, size: int, batch_size: int, rank: int, world_size: int, train: bool,
-                 seed: int, num_classes: int):
+                 seed: int, classes: Sequence[str]):
         self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
-        self.train, self.seed, self.num_classes = train, seed, num_classes
+        self.train, self.seed, self.classes = train, seed, list(classes)
         self.num_samples = math.ceil(size / world_size)
         self._epoch, self._batch = 0, 0
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (label i is ``classes[i]``)."""
+        return len(self.classes)
 
     def __len__(self) -> int:
         return num_batches(self.num_samples, self.batch_size, drop_last=self.train)

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from aadscale.data.classes import label_names
 from aadscale.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
@@ -82,4 +83,4 @@ def read_file_list(listing: Path, base: Path) -> FileSamples:
         labels.append(int(parts[1]))
     if not paths:
         raise InputError(f"file list {listing} holds no 'path label' lines; write one image per line")
-    return FileSamples(paths, labels, [str(c) for c in range(max(labels) + 1)])
+    return FileSamples(paths, labels, label_names(max(labels) + 1))

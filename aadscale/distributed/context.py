@@ -6,11 +6,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
+from aadscale.distributed.collectives import barrier, in_group
 from aadscale.errors import InputError
 
 LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -100,45 +101,19 @@ def _unlink_shm_segment(rank: int) -> None:
 
 def rank_and_world() -> tuple[int, int]:
     """(global rank, world size) of the process group, (0, 1) outside one."""
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def _active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def is_main() -> bool:
     """True on global rank 0, and in a process that never joined a group."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def barrier() -> None:
-    """Wait for every rank; nothing to wait for in a single process."""
-    if _active():
-        dist.barrier()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over ranks in place and return it (unchanged in a single process)."""
-    if _active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (picklable objects; the object itself in a single process)."""
-    if not _active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
+    return not in_group() or dist.get_rank() == 0
 
 
 def shutdown() -> None:
     """Leave the job: wait for every rank, then destroy the groups and DeepSpeed's references to them."""
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         barrier()
         import deepspeed.comm
         if deepspeed.comm.is_initialized():

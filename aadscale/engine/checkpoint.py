@@ -1,6 +1,7 @@
 """Checkpoints: DeepSpeed's sharded state + per-rank RNG + loop position, atomic, loaded weights_only."""
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -16,6 +17,7 @@ from aadscale.distributed import DistContext, barrier
 from aadscale.errors import InputError
 
 LATEST = "latest"
+CLIENT_JSON = "client_state.json"  # the client state again, readable before DeepSpeed loads anything
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")  # DeepSpeed's ZeRO shards, our RNG files
 
 
@@ -82,10 +84,13 @@ class Checkpointer:
         return tag
 
     def save(self, engine, tag: str, client_state: dict, generator: torch.Generator) -> Path:
-        """Write this rank's RNG, then DeepSpeed's state (collective), then point ``latest`` at it."""
+        """Write this rank's RNG, the client state as JSON (rank 0), then DeepSpeed's state (collective),
+        then point ``latest`` at it."""
         folder = self.directory / tag
         folder.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(rng_state(generator), folder / f"rng_rank{self.ctx.rank}.pt")
+        if self.ctx.is_main:
+            atomic_write_text(folder / CLIENT_JSON, json.dumps(client_state, indent=1) + "\n")
         engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
         barrier()
         if self.ctx.is_main:
@@ -94,12 +99,23 @@ class Checkpointer:
         barrier()
         return folder
 
-    def load(self, engine, tag: str, generator: torch.Generator) -> dict:
-        """Restore model, optimiser, scheduler and RNG; return the loop's client state."""
+    def folder(self, tag: str) -> Path:
+        """The folder of checkpoint ``tag``, which must exist."""
         folder = self.directory / tag
         if not folder.is_dir():
             raise InputError(f"checkpoint {folder} does not exist; use --resume auto or a tag from "
                              f"{sorted(p.name for p in self.directory.iterdir() if p.is_dir())}")
+        return folder
+
+    def client_state(self, tag: str) -> dict | None:
+        """The client state ``save`` was given, read without DeepSpeed; None for a checkpoint
+        written before ``client_state.json`` existed."""
+        path = self.folder(tag) / CLIENT_JSON
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def load(self, engine, tag: str, generator: torch.Generator) -> dict:
+        """Restore model, optimiser, scheduler and RNG; return the loop's client state."""
+        folder = self.folder(tag)
         engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
         path, client = engine.load_checkpoint(str(self.directory), tag=tag)
         if path is None:

@@ -12,6 +12,7 @@ from aadscale import models
 from aadscale.atomic import atomic_torch_save
 from aadscale.config import Config, to_dict
 from aadscale.data import DEFAULT_DEMO_ROOT, build_loader, ensure_demo_data
+from aadscale.data.classes import class_difference
 from aadscale.distributed import DistContext, barrier, deepspeed_config, load_user_config, micro_batch_size
 from aadscale.engine.optim import build_optimizer, build_scheduler
 from aadscale.errors import InputError
@@ -45,7 +46,8 @@ def data_root(cfg: Config, ctx: DistContext) -> str:
 
 
 def build_data(cfg: Config, ctx: DistContext, root: str, layout: str):
-    """Train loader (per-rank micro-batches) and the held-out evaluation loader, batches in ``layout``."""
+    """Train loader (per-rank micro-batches) and the held-out evaluation loader, batches in ``layout``;
+    both splits must have the same classes, in the same order."""
     micro = micro_batch_size(cfg.data.batch_size, ctx.world_size, cfg.train.grad_accum)
     common = dict(backend=cfg.data.backend, image_size=cfg.data.image_size, rank=ctx.rank,
                   world_size=ctx.world_size, dataset=cfg.data.dataset, seed=cfg.train.seed,
@@ -57,6 +59,10 @@ def build_data(cfg: Config, ctx: DistContext, root: str, layout: str):
         raise InputError(f"the data at {root} has {train.num_classes} classes but "
                          f"model.num_classes={cfg.model.num_classes}; set model.num_classes="
                          f"{train.num_classes} or point --data at the right folder")
+    difference = class_difference(train.classes, val.classes, (cfg.data.train_split, cfg.data.val_split))
+    if difference:
+        raise InputError(f"the splits at {root} have other classes, so their labels would differ: "
+                         f"{difference}. Give both splits the same class folders")
     if len(train) == 0:
         raise InputError(f"the training split has fewer images per rank than the micro-batch ({micro}); "
                          "lower data.batch_size or use fewer ranks")
@@ -85,15 +91,15 @@ def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
     return engine, scheduler
 
 
-def export_model(engine, cfg: Config, path: Path, ctx: DistContext) -> None:
-    """A plain float32 state_dict plus the config, gathered from ZeRO-3 shards where needed."""
+def export_model(engine, cfg: Config, classes: list[str], path: Path, ctx: DistContext) -> None:
+    """A plain float32 state_dict plus the config and the class names, gathered from ZeRO-3 shards where needed."""
     import deepspeed
     module = engine.module
     with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None,
                                            enabled=cfg.train.zero_stage == 3):
         if ctx.is_main:
             state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
-            atomic_torch_save({"model": state, "config": to_dict(cfg)}, path)
+            atomic_torch_save({"model": state, "config": to_dict(cfg), "classes": classes}, path)
     barrier()
 
 

@@ -15,9 +15,11 @@ import torch
 from aadscale.attention import grad_cam
 from aadscale.config import Config, to_dict
 from aadscale.data.loader import Loader
-from aadscale.distributed import DistContext, all_reduce_sum, broadcast_object, init_distributed
+from aadscale.distributed import DistContext, broadcast_object, init_distributed, sum_over_ranks
 from aadscale.engine.callbacks import Callback, StepInfo
-from aadscale.engine.checkpoint import Checkpointer
+from aadscale.engine.checkpoint import Checkpointer, rng_state, set_rng_state
+from aadscale.engine.guard import NonFiniteGuard
+from aadscale.engine.resume import check_resume_classes, check_resume_config, describe_changes, read_saved_run
 from aadscale.engine.setup import build_data, build_engine, data_root, export_model, seed_everything
 from aadscale.engine.step import TrainingAttackStep, build_training_attack, compute_loss
 from aadscale.errors import InputError
@@ -29,10 +31,11 @@ from aadscale.objectives.registry import Objective
 from aadscale.tracking import Progress, RunFolder, TBLogger, cam_grid, default_run_name, flatten
 
 log = logging.getLogger("aadscale.engine")
+ENGINE_COUNTERS = ("global_steps", "global_samples", "skipped_steps", "micro_steps")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the state before that step is saved."""
+    """The loss or the gradients became NaN or inf; the state before that step is saved."""
 
 
 @dataclass
@@ -40,6 +43,20 @@ class Position:
     """Where the loop is: optimiser steps done and the current epoch."""
     step: int = 0
     epoch: int = 0
+
+
+@dataclass
+class Window:
+    """Images and host waits since the last logging step: throughput over the interval, not one async step."""
+    start: float = field(default_factory=time.perf_counter)
+    images: int = 0
+    steps: int = 0
+    data_wait: float = 0.0
+
+    def rates(self, now: float) -> dict[str, float]:
+        """images/s over the interval and the mean host wait for data per step."""
+        return {"images_per_s": self.images / max(now - self.start, 1e-9),
+                "data_wait_s": self.data_wait / max(self.steps, 1)}
 
 
 @dataclass
@@ -60,8 +77,10 @@ class Run:
     max_steps: int
     tb: TBLogger
     bar: Progress | None
+    guard: NonFiniteGuard | None = None
     callbacks: Sequence[Callback] = ()
     pos: Position = field(default_factory=Position)
+    window: Window = field(default_factory=Window)
     metrics: dict = field(default_factory=dict)
     saved_at: int = -1
 
@@ -76,8 +95,9 @@ class Run:
 
 
 def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
-          deepspeed_config_path: str | None) -> Run:
-    """Run folder, data, model under DeepSpeed, attack and objective; the state of a checkpoint if resuming."""
+          deepspeed_config_path: str | None, allow_changes: Sequence[str] = ()) -> Run:
+    """Run folder, data, model under DeepSpeed, attack and objective; the state of a checkpoint if resuming
+    (refused if it would change the run's config beyond ``allow_changes``, or its classes)."""
     ctx = init_distributed()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     folder = RunFolder(Path(cfg.log.dir), broadcast_object(cfg.log.name or default_run_name(cfg.preset)))
@@ -85,12 +105,17 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     if resume is None and checkpointer.latest() is not None:
         raise InputError(f"{folder.path} already holds checkpoints; pass --resume auto to continue "
                          "it or choose another --name")
+    tag = checkpointer.latest() if resume == "auto" else resume
+    saved = read_saved_run(checkpointer, tag, folder.config_path) if tag else None
+    changes = check_resume_config(saved, cfg, allow_changes) if saved else {}
     layout = resolve_memory_format(cfg.train.memory_format, ctx.device)
     train_loader, val_loader = build_data(cfg, ctx, data_root(cfg, ctx), layout)
+    if saved:
+        check_resume_classes(saved, train_loader.classes)
     if ctx.is_main:
-        folder.write_config(cfg)
-        log.info("run folder %s, %d rank(s), data backend %s", folder.path, ctx.world_size,
-                 train_loader.backend)
+        log.info("run folder %s, %d rank(s), data backend %s; evaluates at eps %.4g (%s)", folder.path,
+                 ctx.world_size, train_loader.backend, cfg.eval.eps, "= attack.eps" if
+                 cfg.eval.eps == cfg.attack.eps else f"set by eval.eps; attack.eps is {cfg.attack.eps:.4g}")
     steps_per_epoch = len(train_loader) // cfg.train.grad_accum
     engine, scheduler = build_engine(cfg, ctx, steps_per_epoch, deepspeed_config_path, layout)
     generator = torch.Generator(device=ctx.device).manual_seed(cfg.train.seed * 1000 + ctx.rank)
@@ -98,17 +123,55 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
               attack=None, objective=build_objective(**dataclasses.asdict(cfg.objective)), layout=layout,
               max_steps=cfg.train.max_steps or steps_per_epoch * cfg.train.epochs,
               tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, callbacks=callbacks)
-    tag = checkpointer.latest() if resume == "auto" else resume
     if tag:
         client = checkpointer.load(engine, tag, generator)
         run.pos, run.saved_at = Position(**client["position"]), client["position"]["step"]
         train_loader.load_state_dict(client["loader"])
         if ctx.is_main:
-            log.info("resumed from %s at step %d, epoch %d", tag, run.pos.step, run.pos.epoch)
+            log.info("resumed from %s at step %d, epoch %d%s", tag, run.pos.step, run.pos.epoch,
+                     f"; changed: {describe_changes(changes)}" if changes else "")
+    if ctx.is_main:
+        folder.record_config(cfg, f"resume-{tag}" if tag else "start")
+        folder.write_json("classes", train_loader.classes)
     run.attack = build_training_attack(run.net, cfg.attack, mode=cfg.train.step_mode)
     run.bar = Progress(total=run.max_steps, initial=run.pos.step, enabled=ctx.is_main, desc=folder.path.name,
                        log_every=cfg.log.scalar_every)
+    run.guard = NonFiniteGuard(engine, ctx.device)
+    run.guard.mark(run.pos.step, loop_state(run))
     return run
+
+
+def loop_state(run: Run) -> dict:
+    """The host side of the state before the next step: position, data order, RNG, schedule, DeepSpeed's counters."""
+    return {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict(),
+            "rng": rng_state(run.generator), "scheduler": run.scheduler.state_dict(),
+            "engine": {k: getattr(run.engine, k) for k in ENGINE_COUNTERS}}
+
+
+def load_loop_state(run: Run, state: dict) -> None:
+    """Inverse of ``loop_state`` (the learning rate of the optimiser's groups included)."""
+    run.pos = Position(**state["position"])
+    run.train_loader.load_state_dict(state["loader"])
+    set_rng_state(state["rng"], run.generator)
+    run.scheduler.load_state_dict(state["scheduler"])
+    for group, lr in zip(run.scheduler.optimizer.param_groups, run.scheduler.get_last_lr()):
+        group["lr"] = lr
+    for name, value in state["engine"].items():
+        setattr(run.engine, name, value)
+
+
+def stop_if_nonfinite(run: Run) -> None:
+    """Read the guard (one device sync); after a flagged step put back the state before it, save it, and stop."""
+    verdict = run.guard.verdict()
+    if verdict is None:
+        return
+    load_loop_state(run, run.guard.restore(verdict.step))
+    folder = save(run, f"step{verdict.step}-before-nonfinite")
+    value = "" if verdict.loss is None else f" (loss {verdict.loss})"
+    raise NonFiniteLossError(
+        f"{verdict.what} became non-finite{value} at step {verdict.step + 1} (epoch {run.pos.epoch}); "
+        f"the state before that step is saved in {folder}. Lower optim.lr or set optim.grad_clip, check "
+        "the data, then resume with --resume auto --allow-change optim.lr,optim.grad_clip")
 
 
 def save(run: Run, tag: str) -> Path:
@@ -116,7 +179,8 @@ def save(run: Run, tag: str) -> Path:
     run.saved_at = run.pos.step
     if run.attack is not None:
         run.attack.check_pixels()  # never save a state trained on out-of-range pixels unnoticed
-    client = {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict(), "config": to_dict(run.cfg)}
+    client = {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict(), "config": to_dict(run.cfg),
+              "classes": run.train_loader.classes}
     folder = run.checkpointer.save(run.engine, tag, client, run.generator)
     for cb in run.callbacks:
         cb.on_checkpoint(run.info(checkpoint=folder))
@@ -124,42 +188,54 @@ def save(run: Run, tag: str) -> Path:
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.Tensor | None, bool]:
-    """Attack, loss, backward and DeepSpeed's step for one micro-batch: (loss dict, x_adv, weights updated)."""
+    """Attack, loss, backward and DeepSpeed's step for one micro-batch: (loss dict, x_adv, weights updated).
+
+    Nothing here waits on the host: the guard judges the loss and (ZeRO-0, no fp16 loss
+    scaling) the gradients' global norm on the device; ZeRO 1-3 take that norm in their own
+    step and skip a non-finite update, which the guard hears of.
+    """
     run.net.train()
     x_adv = run.attack(x, y, run.generator).x_adv if run.attack is not None else None
     out = compute_loss(run.net, run.objective, x, y, x_adv, run.cfg.train.precision)
-    bad = torch.tensor([0.0 if torch.isfinite(out["loss"]) else 1.0])
-    if all_reduce_sum(bad).item() > 0:  # every rank stops together, weights untouched
-        folder = save(run, f"step{run.pos.step}-before-nonfinite")
-        raise NonFiniteLossError(
-            f"the loss became {out['loss'].item()} at step {run.pos.step + 1} (epoch {run.pos.epoch}); "
-            f"the state before that step is saved in {folder}. Lower optim.lr, set "
-            "optim.grad_clip, check the data, then resume with --resume auto")
+    run.guard.flag_loss(out["loss"])
     boundary = run.engine.is_gradient_accumulation_boundary()  # this step() updates the weights
     run.engine.backward(out["loss"])
+    if boundary and run.engine.zero_optimization_stage() == 0 and run.engine.torch_autocast_z0_gradscaler is None:
+        run.guard.flag_gradients(list(run.net.parameters()))
     run.engine.step()
+    if boundary:
+        if not run.engine.was_step_applied():
+            run.guard.flag_skipped()
+        run.guard.close_step()
     return out, x_adv, boundary
 
 
-def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor,
-                 seconds: float, data_wait: float) -> None:
-    """Count the optimiser step; log scalars and images when due; checkpoint when due; callbacks."""
+def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor) -> None:
+    """Count the optimiser step; on logging and checkpoint steps read the guard (the loop's only syncs),
+    log scalars over the interval, images, checkpoint; mark the state before the next step; callbacks."""
     cfg, pos = run.cfg, run.pos
     pos.step += 1
-    if pos.step % cfg.log.scalar_every == 0 or pos.step == run.max_steps:
+    run.window.images += x.shape[0] * run.ctx.world_size * cfg.train.grad_accum
+    run.window.steps += 1
+    logging = pos.step % cfg.log.scalar_every == 0 or pos.step == run.max_steps
+    checkpoint = bool(cfg.train.checkpoint_every and pos.step % cfg.train.checkpoint_every == 0)
+    if logging or checkpoint:
+        stop_if_nonfinite(run)
+    if logging:
         if run.attack is not None:
             run.attack.check_pixels()  # deferred from every step to this sync point
         run.metrics = reduce_terms(out, y, run.ctx.world_size)
-        run.metrics.update(lr=run.scheduler.get_last_lr()[0], data_wait_s=data_wait,
-                           images_per_s=x.shape[0] * run.ctx.world_size / max(seconds, 1e-9))
+        run.metrics.update(lr=run.scheduler.get_last_lr()[0], **run.window.rates(time.perf_counter()))
+        run.window = Window()
         if torch.cuda.is_available():
             run.metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         run.tb.scalars(run.metrics, pos.step, prefix="train")
     run.bar.update(1, loss=run.metrics.get("loss", float("nan")), acc_adv=run.metrics.get("acc_adv", float("nan")))
     if run.ctx.is_main and cfg.log.image_every and x_adv is not None and pos.step % cfg.log.image_every == 0:
         log_cam_grid(run.tb, run.net, x, x_adv, y, pos.step)
-    if cfg.train.checkpoint_every and pos.step % cfg.train.checkpoint_every == 0:
+    if checkpoint:
         save(run, f"step{pos.step}")
+    run.guard.mark(pos.step, loop_state(run))
     for cb in run.callbacks:
         cb.on_step_end(run.info())
 
@@ -170,16 +246,15 @@ def train_one_epoch(run: Run) -> bool:
     memory_format = MEMORY_FORMATS[run.layout]
     t_data = time.perf_counter()
     for x, y in run.train_loader:
+        run.window.data_wait += time.perf_counter() - t_data
         # the one layout conversion, on the device (a no-op for DALI's channels_last batches)
         x = x.to(run.ctx.device, non_blocking=True, memory_format=memory_format)
         y = y.to(run.ctx.device, non_blocking=True)
-        t_step = time.perf_counter()
         out, x_adv, updated = train_step(run, x, y)
-        if not updated:
-            continue
-        after_update(run, out, x, x_adv, y, time.perf_counter() - t_step, t_step - t_data)
-        if run.cfg.train.max_steps and run.pos.step >= run.max_steps:
-            return False
+        if updated:
+            after_update(run, out, x, x_adv, y)
+            if run.cfg.train.max_steps and run.pos.step >= run.max_steps:
+                return False
         t_data = time.perf_counter()
     return True
 
@@ -187,6 +262,7 @@ def train_one_epoch(run: Run) -> bool:
 def end_of_epoch(run: Run) -> None:
     """The epoch is over: evaluate when due (not after the last: ``finish`` does), save, tell the callbacks."""
     cfg = run.cfg
+    stop_if_nonfinite(run)
     run.pos.epoch += 1
     evaluated = bool(cfg.eval.every_epochs and run.pos.epoch % cfg.eval.every_epochs == 0
                      and run.pos.epoch < cfg.train.epochs)
@@ -201,6 +277,7 @@ def end_of_epoch(run: Run) -> None:
 def finish(run: Run) -> dict:
     """The last checkpoint if it is new, the final evaluation, eval.json, hparams and model.pt."""
     cfg, pos = run.cfg, run.pos
+    stop_if_nonfinite(run)
     if run.saved_at != pos.step:
         save(run, f"step{pos.step}")
     final = evaluate(run.net, run.val_loader, cfg, run.ctx)
@@ -208,20 +285,22 @@ def finish(run: Run) -> dict:
     if run.ctx.is_main:
         run.folder.write_json("eval", {"step": pos.step, "epoch": pos.epoch, "eps": cfg.eval.eps, "accuracy": final})
         run.tb.hparams(flatten(to_dict(cfg)), {f"hparam/{k}": v for k, v in final.items() if k != "n"})
-    export_model(run.engine, cfg, run.folder.model_path, run.ctx)
+    export_model(run.engine, cfg, run.train_loader.classes, run.folder.model_path, run.ctx)
     return {"step": pos.step, "epoch": pos.epoch, "eval": final, "run_dir": str(run.folder.path),
             "train": run.metrics}
 
 
 def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None = None,
-        deepspeed_config_path: str | None = None) -> dict:
+        deepspeed_config_path: str | None = None, allow_changes: Sequence[str] = ()) -> dict:
     """Train ``cfg`` to the end (or ``train.max_steps``); return the final metrics.
 
-    Every run writes ``<log.dir>/<log.name>/``: config.yaml, tb/, checkpoints/, eval.json,
-    model.pt. ``resume``: None (fresh start; refuses a folder with checkpoints), "auto"
-    (latest checkpoint if any) or a checkpoint tag.
+    Every run writes ``<log.dir>/<log.name>/``: config.yaml, configs/, classes.json, tb/,
+    checkpoints/, eval.json, model.pt. ``resume``: None (fresh start; refuses a folder with
+    checkpoints), "auto" (latest checkpoint if any) or a checkpoint tag. A resume refuses
+    config changes outside ``resume.ALLOWED_ON_RESUME`` unless ``allow_changes`` names the
+    fields (or sections), and data of other classes.
     """
-    run = setup(cfg, callbacks, resume, deepspeed_config_path)
+    run = setup(cfg, callbacks, resume, deepspeed_config_path, allow_changes)
     try:
         while run.pos.epoch < cfg.train.epochs and run.pos.step < run.max_steps:
             if not train_one_epoch(run):
@@ -240,8 +319,8 @@ def evaluate(model: torch.nn.Module, val_loader: Loader, cfg: Config, ctx: DistC
     local = robust_accuracy(model, val_loader, cfg.eval.attacks, eps=cfg.eval.eps, progress=ctx.is_main,
                             max_batches=per_rank, worst=len(cfg.eval.attacks) > 1)
     names = [k for k in local if k != "n"]
-    counts = torch.tensor([local[k] * local["n"] / 100 for k in names] + [local["n"]], dtype=torch.float64)
-    all_reduce_sum(counts)
+    counts = sum_over_ranks(torch.tensor([local[k] * local["n"] / 100 for k in names] + [local["n"]],
+                                         dtype=torch.float64)).cpu()
     n = counts[-1].item()
     return {**{k: 100.0 * counts[i].item() / n for i, k in enumerate(names)}, "n": int(n)}
 
@@ -254,8 +333,7 @@ def reduce_terms(out: dict[str, torch.Tensor], y: torch.Tensor, world_size: int)
         if name in out:
             keys.append("acc_" + name.split("_")[1])
             values.append((out[name].argmax(1) == y).float().mean())
-    stacked = torch.stack(values).double().cpu()
-    return dict(zip(keys, (all_reduce_sum(stacked) / world_size).tolist()))
+    return dict(zip(keys, (sum_over_ranks(torch.stack(values).double()) / world_size).tolist()))
 
 
 def log_cam_grid(tb: TBLogger, net, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from aadscale import models
 from aadscale.config import Config, from_dict
+from aadscale.data.classes import class_difference, label_names
 from aadscale.errors import InputError
 from aadscale.models.imagenet import TORCHVISION_WEIGHTS
 from aadscale.models.weights import load_state, read_weights
@@ -15,10 +17,20 @@ from aadscale.models.weights import load_state, read_weights
 
 @dataclass
 class LoadedModel:
-    """The model in eval mode, the run's config when the file carries one, and a label for reports."""
+    """The model in eval mode, the run's config and class names when the file carries them, a label for reports."""
     model: models.PixelModel
     config: Config | None
     description: str
+    classes: list[str] | None = None
+
+    def check_classes(self, classes: Sequence[str], data: str) -> None:
+        """Refuse data whose labels would not mean the model's classes (by name and order when the file
+        names them, else by count against the model's outputs)."""
+        expected = self.classes or label_names(self.model.num_classes)
+        difference = class_difference(expected, classes, ("the model", "the data"))
+        if difference:
+            raise InputError(f"{data} does not have the classes {self.description} was trained on: "
+                             f"{difference}. Point --data (and --split) at data of the model's classes")
 
 
 def load_model(checkpoint: str | Path | None = None, *, model_name: str | None = None,
@@ -26,8 +38,8 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
                pretrained: bool = False, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the model to evaluate from exactly one source.
 
-    - ``checkpoint`` holding ``{"model": state_dict, "config": <to_dict(cfg)>}`` (the
-      engine's export): the architecture comes from the config;
+    - ``checkpoint`` holding ``{"model": state_dict, "config": <to_dict(cfg)>, "classes": [...]}``
+      (the engine's export): the architecture comes from the config;
     - ``checkpoint`` holding a bare state_dict: give ``model_name`` and ``num_classes``;
     - ``torchvision="resnet50"`` (or another name with torchvision weights): random
       weights, or torchvision's ImageNet weights with ``pretrained`` (needs the network).
@@ -44,12 +56,12 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
         return LoadedModel(model.to(device).eval(), None, f"torchvision {torchvision} ({weights})")
     path = Path(checkpoint)
     obj = read_weights(path)
-    cfg = None
+    cfg, classes = None, None
     if isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict):
         cfg = from_dict(obj["config"])
         model_name, num_classes = cfg.model.name, cfg.model.num_classes  # the file's own config wins
         model = models.build_from_config(cfg.model, pretrained=False)
-        state = obj["model"]
+        state, classes = obj["model"], obj.get("classes")
     else:
         if model_name is None or num_classes is None:
             raise InputError(f"{path} is a bare state_dict without a config; "
@@ -57,4 +69,5 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
         model = models.build(model_name, num_classes, in_channels=in_channels)
         state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     load_state(model, state, str(path))
-    return LoadedModel(model.to(device).eval(), cfg, f"{path.name} ({model_name}, {num_classes} classes)")
+    return LoadedModel(model.to(device).eval(), cfg, f"{path.name} ({model_name}, {num_classes} classes)",
+                       classes)

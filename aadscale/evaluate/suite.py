@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from aadscale.atomic import atomic_write_text
 from aadscale.attacks.registry import parse_attack_name, run_column
-from aadscale.distributed import all_reduce_sum, barrier, rank_and_world
+from aadscale.distributed import barrier, rank_and_world, sum_over_ranks
 from aadscale.errors import InputError
 from aadscale.evaluate.robust import TABLE6, column_generator, format_table
 from aadscale.models.modes import eval_mode
@@ -117,7 +117,7 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
     computes it. ``worst`` counts the images that resist every column (the per-image worst
     case). Each finished batch is appended to ``batches.rank<r>.jsonl``; a rerun skips the
     batches found there. Under torch.distributed, rank r takes the batches b with
-    b % world == r and the counts are summed with all_reduce. (Resuming with another
+    b % world == r and the counts are summed over ranks. (Resuming with another
     world size needs the folder shared by all ranks.)
     """
     paper_cols = [parse_attack_name(a).name for a in attacks]
@@ -165,10 +165,7 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
             os.fsync(fh.fileno())
             counts += torch.tensor([y.shape[0]] + [correct[c] for c in tracked], dtype=torch.float64)
             bar.set_postfix({c: f"{100 * correct[c] / y.shape[0]:.0f}" for c in columns[:4]})
-    if world > 1:
-        counts = counts.to(device)
-        all_reduce_sum(counts)
-        counts = counts.cpu()
+    counts = sum_over_ranks(counts).cpu()
     n = int(counts[0])
     if n != len(indices):
         raise InputError(f"counted {n} images but the subset has {len(indices)}; "

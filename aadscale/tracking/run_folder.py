@@ -1,4 +1,4 @@
-"""One folder per run: runs/<name>/ with config.yaml, tb/, checkpoints/ and JSON results."""
+"""One folder per run: runs/<name>/ with config.yaml, configs/ (its history), tb/, checkpoints/ and JSON results."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ from aadscale.config import Config, dump_yaml
 from aadscale.errors import InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
 
 
 def default_run_name(preset: str, now: float | None = None) -> str:
@@ -21,7 +22,7 @@ def default_run_name(preset: str, now: float | None = None) -> str:
 
 
 class RunFolder:
-    """``root/name/`` holding ``config.yaml``, ``tb/``, ``checkpoints/`` and JSON results (created on init)."""
+    """``root/name/``: ``config.yaml``, ``configs/``, ``tb/``, ``checkpoints/`` and JSON results (made on init)."""
 
     def __init__(self, root: str | Path, name: str):
         if not _NAME.match(name):
@@ -43,13 +44,21 @@ class RunFolder:
 
     @property
     def config_path(self) -> Path:
-        """Where the resolved config (with the git commit) lives."""
+        """Where the current resolved config (with the git commit) lives."""
         return self.path / "config.yaml"
 
-    def write_config(self, cfg: Config) -> Path:
-        """Write the resolved config and the git commit to ``config.yaml``."""
-        dump_yaml(cfg, self.config_path)
-        return self.config_path
+    @property
+    def configs(self) -> Path:
+        """Every config the run ran with, in order: ``000-start.yaml``, ``001-resume-step40.yaml``, ..."""
+        return self.path / "configs"
+
+    def record_config(self, cfg: Config, event: str) -> Path:
+        """Keep ``cfg`` (and the git commit) as the next ``configs/NNN-<event>.yaml`` and as ``config.yaml``."""
+        self.configs.mkdir(exist_ok=True)
+        path = self.configs / f"{len(list(self.configs.glob('*.yaml'))):03d}-{_UNSAFE.sub('_', event)}.yaml"
+        dump_yaml(cfg, path)
+        atomic_write_text(self.config_path, path.read_text())
+        return path
 
     def json_path(self, name: str) -> Path:
         """``<run>/<name>.json`` (".json" added if missing); ``name`` must be a bare file name."""

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from aadscale.config import Config, field_names, from_dict, to_dict
+from aadscale.attacks.threat import parse_eps
+from aadscale.config import PIXEL_FIELDS, Config, field_names, from_dict, to_dict
 from aadscale.errors import InputError
 
 KINDS = ("values", "uniform", "loguniform", "randint")
@@ -46,6 +47,8 @@ def _param(name: str, spec: Any, where: str) -> Param:
         raise InputError(f"{where}: {name}: unknown kind {kind!r}; use one of {list(KINDS)}")
     if not isinstance(args, list):
         raise InputError(f"{where}: {name}.{kind} must be a list, got {args!r}")
+    if name in PIXEL_FIELDS:  # 8/255 as a float, so that Tune's ranges and the plots see numbers
+        args = [parse_eps(a, f"{where}: {name}") for a in args]
     if kind == "values":
         if not args:
             raise InputError(f"{where}: {name}.values is empty; list at least one value")

@@ -113,8 +113,9 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     resources = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if setup.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_worker,
+        # PBT restores a donor's checkpoint under mutated parameters: the swept fields may differ on resume
         train_loop_config={"config": to_dict(cfg), "restore_from": uri, "weights": setup.weights,
-                           "callbacks": setup.callbacks},
+                           "callbacks": setup.callbacks, "allow_changes": sorted(params)},
         scaling_config=ray.train.ScalingConfig(num_workers=setup.workers, use_gpu=setup.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(

@@ -118,5 +118,6 @@ def train_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as folder:
             resume = restore_tag(Path(folder), checkpoints, checkpoint.path)
     reporter = EpochReporter(rank, loop_config.get("weights") or {})
-    result = fit(cfg, [reporter, *loop_config.get("callbacks", ())], resume=resume)
+    result = fit(cfg, [reporter, *loop_config.get("callbacks", ())], resume=resume,
+                 allow_changes=loop_config.get("allow_changes", ()))
     reporter.finish(result)

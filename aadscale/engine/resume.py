@@ -1,0 +1,117 @@
+"""What a resume may change: the saved config and classes against the new run's, before DeepSpeed loads."""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from aadscale.config import Config, field_names, from_dict, load_run_config, to_dict
+from aadscale.data.classes import class_difference
+from aadscale.engine.checkpoint import Checkpointer
+from aadscale.errors import InputError
+
+# Fields (or whole sections) a resumed run may change: how long it runs, how often it saves,
+# logs and evaluates, where the same data lives and how it is read, which kernels compute
+# the same maths. Anything else changes what the weights are trained on or with.
+ALLOWED_ON_RESUME = (
+    "preset", "log", "eval",
+    "train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.deterministic", "train.step_mode", "train.memory_format", "optim.implementation",
+    "data.root", "data.workers", "data.backend", "data.val_split", "data.val_resize",
+    "model.pretrained",  # the starting weights, which the checkpoint's replace
+)
+# Fields that shape the weights' tensors: no override loads a checkpoint into another of them.
+ARCHITECTURE = ("model.name", "model.num_classes", "model.in_channels", "model.kwargs")
+
+
+@dataclass
+class SavedRun:
+    """What a checkpoint was trained with: its config, its classes (None if not recorded) and where it is."""
+    config: Config
+    classes: list[str] | None
+    where: Path
+
+
+def read_saved_run(checkpointer: Checkpointer, tag: str, run_config: Path) -> SavedRun:
+    """The checkpoint's config and classes; a checkpoint older than its ``client_state.json``
+    falls back to the run folder's ``config.yaml`` and no classes."""
+    where = checkpointer.folder(tag)
+    client = checkpointer.client_state(tag)
+    try:
+        if client is None:
+            return SavedRun(load_run_config(run_config), None, where)
+        return SavedRun(from_dict(client["config"]), client.get("classes"), where)
+    except InputError as err:
+        raise InputError(f"checkpoint {where} holds a config this version cannot read ({err}); resume "
+                         "it with the aadscale version that wrote it") from None
+
+
+def _value(tree: dict, name: str) -> Any:
+    for part in name.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _covered(name: str, patterns: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in patterns)
+
+
+def _same(old: Any, new: Any) -> bool:
+    # numbers equal to 6 digits are the same setting (presets once wrote 4/255 as 0.0156863)
+    if isinstance(old, float) and isinstance(new, float):
+        return math.isclose(old, new, rel_tol=1e-5)
+    return old == new
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{field: (old value, new value)}`` for every config field that differs."""
+    a, b = to_dict(old), to_dict(new)
+    return {n: (_value(a, n), _value(b, n)) for n in field_names() if not _same(_value(a, n), _value(b, n))}
+
+
+def check_allow_names(names: Sequence[str]) -> None:
+    """Refuse an ``allow_changes`` entry that is neither a config field nor a section."""
+    fields = field_names()
+    for name in names:
+        if not any(_covered(f, [name]) for f in fields):
+            close = difflib.get_close_matches(name, fields, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "e.g. objective.lambda1 or objective"
+            raise InputError(f"--allow-change {name!r} is not a config field or section; {hint}")
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """``field: old -> new, ...`` (for errors and the log)."""
+    return ", ".join(f"{n}: {old!r} -> {new!r}" for n, (old, new) in changes.items())
+
+
+def check_resume_config(saved: SavedRun, cfg: Config,
+                        allow_changes: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Refuse another architecture, or a change outside ``ALLOWED_ON_RESUME`` and ``allow_changes``;
+    return the changes that pass (for the log)."""
+    check_allow_names(allow_changes)
+    changes = config_changes(saved.config, cfg)
+    if any(n in ARCHITECTURE for n in changes):
+        shown = [n for n in ARCHITECTURE if n in ("model.name", "model.num_classes") or n in changes]
+        old, new = (", ".join(f"{n}={_value(to_dict(c), n)}" for n in shown) for c in (saved.config, cfg))
+        raise InputError(f"checkpoint {saved.where} was trained with {old}; this run has {new}. Resume "
+                         "with the checkpoint's model settings, or start a new run under another --name")
+    refused = {n: v for n, v in changes.items() if not _covered(n, ALLOWED_ON_RESUME + tuple(allow_changes))}
+    if refused:
+        raise InputError(
+            f"resuming checkpoint {saved.where} would change how the run trains: {describe_changes(refused)}. "
+            "Drop these overrides to continue the run as it was, or start a new run under another --name; "
+            f"to change them on purpose pass --allow-change {','.join(refused)} "
+            f"(fit(..., allow_changes=[...])). A resume may change {', '.join(ALLOWED_ON_RESUME)}")
+    return changes
+
+
+def check_resume_classes(saved: SavedRun, classes: Sequence[str]) -> None:
+    """Refuse data whose classes (names and order give the labels) are not the checkpoint's."""
+    if saved.classes is None:
+        return
+    difference = class_difference(saved.classes, classes, ("the checkpoint", "the data"))
+    if difference:
+        raise InputError(f"checkpoint {saved.where} was trained on other classes than this data has: "
+                         f"{difference}. Point --data at the run's data (its classes.json lists them)")
