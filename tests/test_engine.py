@@ -139,6 +139,27 @@ def test_a_bad_step_read_later_still_saves_the_state_before_it(tmp_path, demo_ro
     assert all(torch.equal(a[k], b[k]) for k in a)  # as if the bad step had never been tried
 
 
+def test_a_bad_first_step_of_an_epoch_resumes_in_that_epoch(tmp_path, demo_root, monkeypatch):
+    from aadscale.data import build_loader
+    per_epoch = len(build_loader(demo_root, "train", batch_size=256, image_size=32, dataset="demo", workers=0))
+    common = ["model.name=lenet_small", "model.in_channels=3", "attack.name=step_ll", "attack.steps=1",
+              "objective.name=madry", "data.batch_size=256", "train.epochs=2", "train.max_steps=0",
+              "log.scalar_every=4", "train.checkpoint_every=0", "log.image_every=0", "eval.attacks=clean",
+              "eval.every_epochs=1"]
+    unbroken = fit(small_cfg(tmp_path / "a", demo_root, *common))
+    cfg = small_cfg(tmp_path / "b", demo_root, *common)
+    poison_step(monkeypatch, per_epoch + 1, "loss")  # read a few steps later, inside epoch 2
+    with pytest.raises(NonFiniteLossError, match=f"at step {per_epoch + 1} \\(epoch 1\\)"):
+        fit(cfg)
+    assert (tmp_path / "b" / "run" / "checkpoints" / "latest").read_text() == f"step{per_epoch}-before-nonfinite"
+    monkeypatch.undo()
+    resumed = fit(cfg, resume="auto")
+    assert resumed["step"] == unbroken["step"] == 2 * per_epoch and resumed["epoch"] == 2
+    a = torch.load(tmp_path / "a" / "run" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "run" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("zero_stage", [0, 2])
 def test_non_finite_gradients_under_a_finite_loss_stop_the_run(tmp_path, demo_root, monkeypatch, zero_stage):
     # ZeRO-0: the guard takes the gradients' norm on the device; ZeRO 1-3: DeepSpeed takes it and skips

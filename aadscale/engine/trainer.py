@@ -270,6 +270,7 @@ def end_of_epoch(run: Run) -> None:
         run.metrics.update({f"eval/{k}": v for k, v in evaluate(run.net, run.val_loader, cfg, run.ctx).items()})
         run.tb.scalars({k: v for k, v in run.metrics.items() if k.startswith("eval/")}, run.pos.step)
     save(run, f"epoch{run.pos.epoch}")
+    run.guard.mark(run.pos.step, loop_state(run))  # the next step starts the next epoch
     for cb in run.callbacks:
         cb.on_epoch_end(run.info(evaluated=evaluated))
 
