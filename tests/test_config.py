@@ -49,6 +49,10 @@ def test_cross_field_check_and_missing_preset():
     with pytest.raises(ValueError, match="needs a training attack"):
         C.load_config("demo", ["attack.name=none"])
     C.load_config("demo", ["attack.name=none", "objective.name=plain"])
+    with pytest.raises(ValueError, match="fp16 with train.zero_stage=2 trains without loss scaling.*bf16"):
+        C.load_config("demo", ["train.precision=fp16", "train.zero_stage=2"])
+    C.load_config("demo", ["train.precision=fp16", "train.zero_stage=0"])  # torch's GradScaler there
+    C.load_config("demo", ["train.precision=bf16", "train.zero_stage=2"])
     with pytest.raises(ValueError, match="preset 'imagenet-resnet51' not found.*imagenet-resnet50"):
         C.load_config("imagenet-resnet51")
 

@@ -79,7 +79,6 @@ class NonFiniteGuard:
         self._copies: dict[Key, tuple[torch.Tensor, int]] = {}  # memory -> (copy, step it was made at)
         self._marks: dict[int, tuple[Any, dict[Key, torch.Tensor]]] = {}  # step -> (host, off-device copies)
         self._step = 0
-        self._skipped: int | None = None
 
     @torch.no_grad()
     def mark(self, step: int, host: Any) -> None:
@@ -120,16 +119,13 @@ class NonFiniteGuard:
         self.loss.copy_(torch.where(new, self._step_loss, self.loss))
 
     def flag_skipped(self) -> None:
-        """DeepSpeed found the gradients non-finite and skipped the update (a host-side fact already)."""
-        if self._skipped is None:
-            self._skipped = self._step
+        """DeepSpeed found the gradients non-finite and skipped the update (it read that on the host itself)."""
+        self._bad[1] += 1
 
     def verdict(self) -> Verdict | None:
         """The first flagged step, or None; reads the device once: call it where the loop syncs anyway."""
         first, what, loss = torch.stack([self.first.double(), self.what.double(), self.loss.double()]).tolist()
         first, what = int(first), int(what)
-        if self._skipped is not None and (first < 0 or self._skipped < first):
-            return Verdict(self._skipped, WHAT[GRADIENTS], None)
         if first >= 0:
             return Verdict(first, WHAT[what], None if math.isfinite(loss) else loss)  # this rank's value
         for step in sorted(self._marks)[:-1]:  # all clear: only the latest mark can still be needed
