@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	# the venv's ninja first: DeepSpeed's CPU comm op is cached per ninja version
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q --durations=15
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/aadscale demo

@@ -166,7 +166,8 @@ def test_non_finite_gradients_under_a_finite_loss_stop_the_run(tmp_path, demo_ro
     # ZeRO-0: the guard takes the gradients' norm on the device; ZeRO 1-3: DeepSpeed takes it and skips;
     # read two steps later, while the run went on
     common = [f"train.zero_stage={zero_stage}", "train.checkpoint_every=0", "log.image_every=0",
-              "log.scalar_every=4", "objective.name=madry", "train.max_steps=5"]
+              "log.scalar_every=4", "objective.name=madry", "train.max_steps=5", "model.name=lenet_small",
+              "model.in_channels=3", "attack.name=step_ll", "attack.steps=1", "eval.attacks=clean"]
     unbroken = fit(small_cfg(tmp_path / "a", demo_root, *common))
     cfg = small_cfg(tmp_path / "b", demo_root, *common)
     poison_step(monkeypatch, 2, "gradients")

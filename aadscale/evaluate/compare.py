@@ -109,6 +109,7 @@ def evaluate_run(run: Path, o: CompareOptions) -> dict:
     cfg = loaded.config
     dataset = build_dataset(cfg.data.root, cfg.data.val_split, image_size=cfg.data.image_size,
                             dataset=cfg.data.dataset, val_resize=cfg.data.val_resize)
+    loaded.check_classes(dataset.classes, f"split {cfg.data.val_split!r} of {cfg.data.root}")
     report = evaluate_suite(loaded.model, dataset, run / "compare-eval", eps=cfg.eval.eps,
                             attacks=o.attacks, strong=o.strong, limit=o.limit, seed=o.eval_seed,
                             batch_size=o.batch_size, model_label=run.name, progress=o.progress)
