@@ -8,13 +8,17 @@ asked for them.
 """
 from __future__ import annotations
 
+import os
 import traceback
+from typing import Callable
 
+import deepspeed
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import aadscale
 from aadscale import models
 from aadscale.config import load_config
 from aadscale.data import ensure_demo_data
@@ -31,21 +35,27 @@ SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "a
             "aten.repeat_interleave", "aten.item"}
 
 
+# the installed packages' folders (a checkout's own folder may be called aadscale too)
+AADSCALE, DEEPSPEED = (os.path.dirname(m.__file__) + os.sep for m in (aadscale, deepspeed))
+
+
 def asker(stack: traceback.StackSummary) -> str:
     """Whose code ran a sync op: deepspeed, or the aadscale module:function nearest to it."""
     for frame in reversed(stack):
-        if "/deepspeed/" in frame.filename:
+        if frame.filename.startswith(DEEPSPEED):
             return "deepspeed"
-        if "/aadscale/" in frame.filename:
-            return f"aadscale/{frame.filename.split('/aadscale/')[-1]}:{frame.name}"
+        if frame.filename.startswith(AADSCALE):
+            return f"aadscale/{frame.filename[len(AADSCALE):]}:{frame.name}"
     return "other"
 
 
 class OpLog(TorchDispatchMode):
-    """Records the name of every aten op run inside, backward ops included, and who asked for each sync."""
+    """Records the name of every aten op run inside, backward ops included, and who asked for each sync
+    (``label`` of the stack: ``asker`` here; benchmarks/engine_syncs.py names the function too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: Callable[[traceback.StackSummary], str] = asker) -> None:
         super().__init__()
+        self.label = label
         self.ops: list[str] = []
         self.askers: list[str] = []
 
@@ -53,7 +63,7 @@ class OpLog(TorchDispatchMode):
         name = str(func.overloadpacket)
         self.ops.append(name)
         if name in SYNC_OPS:
-            self.askers.append(f"{name} by {asker(traceback.extract_stack())}")
+            self.askers.append(f"{name} by {self.label(traceback.extract_stack())}")
         return func(*args, **(kwargs or {}))
 
     def syncs(self) -> list[str]:
@@ -74,7 +84,7 @@ class HostReads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if name in HOST_READS:
-            self.log.askers.append(f"Tensor.{name} by {asker(traceback.extract_stack())}")
+            self.log.askers.append(f"Tensor.{name} by {self.log.label(traceback.extract_stack())}")
         return func(*args, **(kwargs or {}))
 
 

@@ -125,8 +125,8 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
               tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, callbacks=callbacks)
     if tag:
         client = checkpointer.load(engine, tag, generator)
-        run.pos, run.saved_at = Position(**client["position"]), client["position"]["step"]
-        train_loader.load_state_dict(client["loader"])
+        load_position(run, client)
+        run.saved_at = run.pos.step
         if ctx.is_main:
             log.info("resumed from %s at step %d, epoch %d%s", tag, run.pos.step, run.pos.epoch,
                      f"; changed: {describe_changes(changes)}" if changes else "")
@@ -141,17 +141,26 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     return run
 
 
+def position(run: Run) -> dict:
+    """Where the loop is: optimiser steps, epoch, and the batches of the epoch already consumed."""
+    return {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict()}
+
+
+def load_position(run: Run, state: dict) -> None:
+    """Inverse of ``position``."""
+    run.pos = Position(**state["position"])
+    run.train_loader.load_state_dict(state["loader"])
+
+
 def loop_state(run: Run) -> dict:
-    """The host side of the state before the next step: position, data order, RNG, schedule, DeepSpeed's counters."""
-    return {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict(),
-            "rng": rng_state(run.generator), "scheduler": run.scheduler.state_dict(),
+    """The host side of the state before the next step: position, RNG, schedule, DeepSpeed's counters."""
+    return {**position(run), "rng": rng_state(run.generator), "scheduler": run.scheduler.state_dict(),
             "engine": {k: getattr(run.engine, k) for k in ENGINE_COUNTERS}}
 
 
 def load_loop_state(run: Run, state: dict) -> None:
     """Inverse of ``loop_state`` (the learning rate of the optimiser's groups included)."""
-    run.pos = Position(**state["position"])
-    run.train_loader.load_state_dict(state["loader"])
+    load_position(run, state)
     set_rng_state(state["rng"], run.generator)
     run.scheduler.load_state_dict(state["scheduler"])
     for group, lr in zip(run.scheduler.optimizer.param_groups, run.scheduler.get_last_lr()):
@@ -179,8 +188,7 @@ def save(run: Run, tag: str) -> Path:
     run.saved_at = run.pos.step
     if run.attack is not None:
         run.attack.check_pixels()  # never save a state trained on out-of-range pixels unnoticed
-    client = {"position": vars(run.pos).copy(), "loader": run.train_loader.state_dict(), "config": to_dict(run.cfg),
-              "classes": run.train_loader.classes}
+    client = {**position(run), "config": to_dict(run.cfg), "classes": run.train_loader.classes}
     folder = run.checkpointer.save(run.engine, tag, client, run.generator)
     for cb in run.callbacks:
         cb.on_checkpoint(run.info(checkpoint=folder))
