@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from aadscale.attacks import parse_attack_name
-from aadscale.evaluate import TABLE6, format_rows, format_table, robust_accuracy
+from aadscale.evaluate import TABLE6, evaluate_suite, format_rows, format_table, robust_accuracy
 
 
 def test_accumulates_over_batches_like_one_batch(digits, digits_model):
@@ -17,6 +18,9 @@ def test_accumulates_over_batches_like_one_batch(digits, digits_model):
                             progress=False)
     assert whole == split and whole["n"] == 96
     assert set(whole) == {"clean", "fgsm", "step_ll", "n"}
+    # a column named twice runs (and counts) once
+    twice = robust_accuracy(digits_model, [(x, y)], ["clean", "CLEAN"], eps=0.1, progress=False)
+    assert twice == {"clean": whole["clean"], "n": 96}
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -48,6 +52,20 @@ def test_same_seed_same_table_and_restarts_never_weaker(digits, digits_model):
     assert a == b
     # exact: pgd10x3's first restart is pgd10's run (same start), and restarts keep the worst case
     assert a["clean"] >= a["pgd10"] >= a["pgd10x3"]
+
+
+def test_robust_accuracy_and_the_suite_count_alike(digits, digits_model, tmp_path):
+    _, _, x, y = digits
+    x, y = x[:80], y[:80]
+    cols = ["clean", "fgsm", "pgd5", "cw5", "apgd5"]  # random starts, restarts' fooled points
+    table = robust_accuracy(digits_model, list(zip(x.split(32), y.split(32))), cols, eps=0.1,
+                            progress=False, seed=5, worst=True)
+    suite = evaluate_suite(digits_model, TensorDataset(x, y), tmp_path, eps=0.1, attacks=cols[:3],
+                           strong=cols[2:], limit=None, seed=5, batch_size=32, progress=False)
+    # exact: same images, batches, seeds and per-image worst case (the last batch holds 16)
+    assert suite["results"] == table and table["n"] == 80
+    # the attacks bite (measured: clean 95, pgd5 18.75, worst 17.5), so equal tables say something
+    assert table["pgd5"] < table["clean"] - 20
 
 
 def test_parse_attack_names():

@@ -1,7 +1,9 @@
 """APGD (Croce & Hein, 2020), L-inf: step-size halving at checkpoints, momentum 0.75, restarts."""
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -28,6 +30,7 @@ def checkpoints(steps: int) -> list[int]:
 
 
 LOSSES = {"ce": ce_loss, "dlr": dlr_loss}
+LossGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100,
@@ -48,62 +51,98 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
         raise InputError(f"loss={loss!r} must be one of {sorted(LOSSES)}")
     if steps < 1 or restarts < 1:
         raise InputError(f"steps={steps} and restarts={restarts} must be >= 1")
-    loss_fn = LOSSES[loss]
     x = x.detach().float()
     y = y.to(x.device)
     marks = set(checkpoints(steps))
     with eval_mode(model), torch.autocast(x.device.type, enabled=False), torch.enable_grad():
         threat = LinfStep(x, eps, alpha=0.0)
-        best_adv = x.clone()
         with torch.no_grad():  # an image the model already gets wrong counts as fooled
-            fooled_any = model(x).argmax(1) != y
-        top_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-
-        def loss_grad(x_adv):
-            x_adv = x_adv.detach().requires_grad_(True)
-            logits = model(x_adv)
-            value = loss_fn(logits, y)
-            (grad,) = torch.autograd.grad(value.sum(), x_adv)
-            return value.detach(), grad, logits.argmax(1) != y
-
-        def record(x_adv, fooled):
-            nonlocal fooled_any
-            new = fooled & ~fooled_any
-            best_adv[new] = x_adv[new]
-            fooled_any = fooled_any | fooled
-
+            found = _Found(x, model(x).argmax(1) != y)
+        loss_grad = functools.partial(_loss_grad, model, LOSSES[loss], y)
         for _ in range(restarts):
-            x_adv = threat.random_perturb(x, generator)
-            value, grad, fooled = loss_grad(x_adv)
-            record(x_adv, fooled)
-            eta = torch.full((x.shape[0], 1, 1, 1), 2.0 * eps, device=x.device)
-            x_best, loss_best, grad_best = x_adv.clone(), value.clone(), grad.clone()
-            x_prev, value_prev = x_adv.clone(), value.clone()
-            increases = torch.zeros(x.shape[0], device=x.device)
-            loss_best_at_mark, reduced_at_mark = loss_best.clone(), torch.zeros_like(fooled)
-            last_mark = 0
-            for i in range(1, steps + 1):
-                a = 1.0 if i == 1 else momentum
-                z = threat.project(x_adv + eta * grad.sign())
-                x_new = threat.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev))
-                x_prev, x_adv = x_adv, x_new
-                value, grad, fooled = loss_grad(x_adv)
-                record(x_adv, fooled)
-                increases += (value > value_prev).float()
-                value_prev = value
-                better = value > loss_best
-                x_best[better], grad_best[better] = x_adv[better], grad[better]
-                loss_best = torch.where(better, value, loss_best)
-                if i in marks:
-                    oscillating = increases < rho * (i - last_mark)
-                    stalled = ~reduced_at_mark & (loss_best <= loss_best_at_mark)
-                    reduce = oscillating | stalled
-                    eta[reduce] /= 2
-                    x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
-                    reduced_at_mark, loss_best_at_mark = reduce, loss_best.clone()
-                    increases.zero_()
-                    last_mark = i
-            take = ~fooled_any & (loss_best > top_loss)  # not fooled: keep the highest loss
-            best_adv[take] = x_best[take]
-            top_loss = torch.where(take, loss_best, top_loss)
-    return best_adv
+            x_best, loss_best = _restart(loss_grad, threat, threat.random_perturb(x, generator), found,
+                                         eps=eps, steps=steps, marks=marks, rho=rho, momentum=momentum)
+            found.keep_highest(x_best, loss_best)
+    return found.adv
+
+
+def _loss_grad(model: nn.Module, loss_fn: Callable, y: torch.Tensor,
+               x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-image loss at ``x_adv``, its gradient in the input, and which images it fools."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    logits = model(x_adv)
+    value = loss_fn(logits, y)
+    (grad,) = torch.autograd.grad(value.sum(), x_adv)
+    return value.detach(), grad, logits.argmax(1) != y
+
+
+def _restart(loss_grad: LossGrad, threat: LinfStep, x_adv: torch.Tensor, found: _Found, *, eps: float,
+             steps: int, marks: set[int], rho: float, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One APGD run from ``x_adv``: its highest-loss point and loss per image (every iterate is
+    also offered to ``found``, which keeps the first one that fools each image)."""
+    value, grad, fooled = loss_grad(x_adv)
+    found.record(x_adv, fooled)
+    size = _StepSize(eps, value)
+    x_best, loss_best, grad_best = x_adv.clone(), value.clone(), grad.clone()
+    x_prev, value_prev = x_adv.clone(), value.clone()
+    for i in range(1, steps + 1):
+        a = 1.0 if i == 1 else momentum
+        z = threat.project(x_adv + size.eta * grad.sign())
+        x_prev, x_adv = x_adv, threat.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev))
+        value, grad, fooled = loss_grad(x_adv)
+        found.record(x_adv, fooled)
+        size.increases += (value > value_prev).float()
+        value_prev = value
+        better = value > loss_best
+        x_best[better], grad_best[better] = x_adv[better], grad[better]
+        loss_best = torch.where(better, value, loss_best)
+        if i in marks:
+            reduce = size.checkpoint(i, loss_best, rho)
+            x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
+    return x_best, loss_best
+
+
+class _StepSize:
+    """One run's per-image step size ``eta`` (2 eps at first) and what its checkpoints compare."""
+
+    def __init__(self, eps: float, loss: torch.Tensor) -> None:
+        n, device = loss.shape[0], loss.device
+        self.eta = torch.full((n, 1, 1, 1), 2.0 * eps, device=device)
+        self.increases = torch.zeros(n, device=device)  # steps since the last checkpoint that raised the loss
+        self.loss_best_at_mark = loss.clone()
+        self.reduced_at_mark = torch.zeros(n, dtype=torch.bool, device=device)
+        self.last_mark = 0
+
+    def checkpoint(self, i: int, loss_best: torch.Tensor, rho: float) -> torch.Tensor:
+        """Halve the step of the images that oscillate (fewer than ``rho`` of the steps since the
+        last checkpoint raised the loss) or stall (neither their step nor their best loss changed
+        since then); return them: they go back to their best point."""
+        oscillating = self.increases < rho * (i - self.last_mark)
+        stalled = ~self.reduced_at_mark & (loss_best <= self.loss_best_at_mark)
+        reduce = oscillating | stalled
+        self.eta[reduce] /= 2
+        self.reduced_at_mark, self.loss_best_at_mark = reduce, loss_best.clone()
+        self.increases.zero_()
+        self.last_mark = i
+        return reduce
+
+
+class _Found:
+    """What apgd returns per image: the first point that fools the model (the clean image when
+    it already does), else the highest-loss point over restarts."""
+
+    def __init__(self, x: torch.Tensor, fooled: torch.Tensor) -> None:
+        self.adv, self.fooled = x.clone(), fooled
+        self.top_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+
+    def record(self, x_adv: torch.Tensor, fooled: torch.Tensor) -> None:
+        """Keep ``x_adv`` for the images it is the first to fool."""
+        new = fooled & ~self.fooled
+        self.adv[new] = x_adv[new]
+        self.fooled = self.fooled | fooled
+
+    def keep_highest(self, x_best: torch.Tensor, loss_best: torch.Tensor) -> None:
+        """Keep a run's best point for the images still not fooled whose top loss it beats."""
+        take = ~self.fooled & (loss_best > self.top_loss)
+        self.adv[take] = x_best[take]
+        self.top_loss = torch.where(take, loss_best, self.top_loss)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +29,28 @@ def column_generator(seed: int, batch: int, column: str, device: torch.device) -
     return torch.Generator(device=device).manual_seed(column_seed(seed, batch, column))
 
 
+def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, columns: Sequence[str], *,
+                 eps: float, gamma: float, seed: int, batch: int) -> dict[str, torch.Tensor]:
+    """Per column, which images of batch ``batch`` the model still gets right under that attack.
+
+    The one evaluation step of ``robust_accuracy`` and ``evaluate_suite``: each column's random
+    starts come from ``column_generator(seed, batch, column)`` and the attacked images are
+    classified without gradients in float32. The model is expected in eval mode.
+    """
+    right = {}
+    for column in columns:
+        x_adv = run_column(model, x, y, column, eps=eps, gamma=gamma,
+                           generator=column_generator(seed, batch, column, x.device))
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            right[column] = model(x_adv).argmax(1) == y
+    return right
+
+
+def worst_case(right: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The images that resist every column of ``attack_batch``'s answer."""
+    return torch.stack(list(right.values())).all(0)
+
+
 def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] = TABLE6, *,
                     eps: float, gamma: float = 10.0, device: torch.device | str | None = None,
                     progress: bool = True, max_batches: int | None = None,
@@ -36,41 +58,40 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
     """Accuracy in percent under each attack, over all ``(x, y)`` batches; ``"n"`` counts images.
 
     Every attack runs on the same images in float32 with the model in eval mode. Columns
-    are Table 6's by default (clean, FGSM, PGD-10/20/40/100, CW-10/20/40/100). Random
-    starts come from ``column_generator(seed, batch, column)``: the same numbers on every
-    call, whatever the global RNG, and the same starts for every step count of an attack.
-    ``worst=True`` adds ``"worst"``: the images that resist every column.
+    are Table 6's by default (clean, FGSM, PGD-10/20/40/100, CW-10/20/40/100); a column named
+    twice is run once. Random starts come from ``column_generator(seed, batch, column)``: the
+    same numbers on every call, whatever the global RNG, and the same starts for every step
+    count of an attack. ``worst=True`` adds ``"worst"``: the images that resist every column.
     """
-    specs = [parse_attack_name(a) for a in attacks]
-    if not specs:
+    columns = list(dict.fromkeys(parse_attack_name(a).name for a in attacks))
+    if not columns:
         raise InputError("attacks is empty; give at least one column, e.g. ['clean', 'pgd10']")
     if device is None:
         device = next(model.parameters()).device
-    correct = dict.fromkeys([s.name for s in specs] + (["worst"] if worst else []), 0)
+    correct = dict.fromkeys(columns + (["worst"] if worst else []), 0)
     n = 0
-    total = len(batches) if hasattr(batches, "__len__") else None
-    if max_batches is not None and total is not None:
-        total = min(total, max_batches)
     with eval_mode(model):
-        bar = tqdm(itertools.islice(batches, max_batches), total=total, desc="robust eval",
-                   disable=not progress, leave=False)
+        bar = tqdm(itertools.islice(batches, max_batches), total=_batch_count(batches, max_batches),
+                   desc="robust eval", disable=not progress, leave=False)
         for b, (x, y) in enumerate(bar):
             x, y = x.to(device).float(), y.to(device)
-            resists = torch.ones_like(y, dtype=torch.bool)
-            for spec in specs:
-                g = column_generator(seed, b, spec.name, x.device)
-                x_adv = run_column(model, x, y, spec, eps=eps, gamma=gamma, generator=g)
-                with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-                    right = model(x_adv).argmax(1) == y
-                correct[spec.name] += int(right.sum())
-                resists &= right
+            right = attack_batch(model, x, y, columns, eps=eps, gamma=gamma, seed=seed, batch=b)
             if worst:
-                correct["worst"] += int(resists.sum())
+                right["worst"] = worst_case(right)
+            for c, r in right.items():
+                correct[c] += int(r.sum())
             n += y.shape[0]
             bar.set_postfix({k: f"{100 * v / n:.1f}" for k, v in list(correct.items())[:4]})
     if n == 0:
         raise InputError("no images were evaluated: the batches were empty")
     return {**{k: 100.0 * v / n for k, v in correct.items()}, "n": n}
+
+
+def _batch_count(batches: Iterable, max_batches: int | None) -> int | None:
+    """How many batches the progress bar will see (None when ``batches`` has no length)."""
+    if not hasattr(batches, "__len__"):
+        return None
+    return len(batches) if max_batches is None else min(len(batches), max_batches)
 
 
 def format_table(results: dict[str, float], title: str = "") -> str:

@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from aadscale.atomic import atomic_write_text
-from aadscale.attacks.registry import parse_attack_name, run_column
-from aadscale.distributed import barrier, rank_and_world, sum_over_ranks
+from aadscale.attacks.registry import parse_attack_name
+from aadscale.distributed import rank_and_world, sum_over_ranks
 from aadscale.errors import InputError
-from aadscale.evaluate.robust import TABLE6, column_generator, format_table
+from aadscale.evaluate.folder import claim_folder
+from aadscale.evaluate.robust import TABLE6, attack_batch, format_table, worst_case
 from aadscale.models.modes import eval_mode
 
 TABLE7 = ("iter_step_ll10", "a3iter_step_ll10", "pgd10", "a3pgd10")
@@ -90,21 +91,6 @@ def _read_done(out: Path, columns: list[str]) -> dict[int, dict]:
     return done
 
 
-def _prepare_folder(out: Path, spec: SuiteSpec, rank: int) -> None:
-    meta = out / "meta.json"
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if meta.exists():
-            old = json.loads(meta.read_text())
-            diff = [k for k, v in asdict(spec).items() if old.get(k) != v]
-            if diff:
-                raise InputError(f"{out} holds another evaluation ({', '.join(diff)} differ); "
-                                 "use a new --out folder or delete this one")
-        else:
-            atomic_write_text(meta, json.dumps(asdict(spec), indent=1))
-    barrier()
-
-
 def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, eps: float,
                    attacks: Sequence[str] = PAPER, strong: Sequence[str] = STRONG,
                    limit: int | None = 1000, seed: int = 0, batch_size: int = 64,
@@ -120,66 +106,89 @@ def evaluate_suite(model: nn.Module, dataset: Dataset, out_dir: str | Path, *, e
     b % world == r and the counts are summed over ranks. (Resuming with another
     world size needs the folder shared by all ranks.)
     """
+    paper_cols, strong_cols, columns = _suite_columns(attacks, strong)
+    if batch_size < 1:
+        raise InputError(f"batch_size={batch_size} must be >= 1")
+    indices = select_subset(len(dataset), limit, seed)
+    out = Path(out_dir)
+    rank, world = rank_and_world()
+    claim_folder(out, asdict(SuiteSpec(paper_cols, strong_cols, eps, seed, batch_size, gamma, indices,
+                                       model_label)), rank)
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    done = _read_done(out, columns + [WORST])
+    mine = [b for b in range(len(batches)) if b % world == rank]
+    todo = [b for b in mine if b not in done]
+    counts = sum((_as_counts(done[b], columns) for b in mine if b in done),
+                 torch.zeros(2 + len(columns), dtype=torch.float64))
+    loader = DataLoader(Subset(dataset, [i for b in todo for i in batches[b]]),
+                        batch_size=batch_size, shuffle=False, num_workers=workers)
+    bar = tqdm(zip(todo, loader), total=len(todo), desc=f"evaluate (rank {rank})",
+               disable=not progress or rank != 0)
+    counts += _evaluate_batches(model, bar, columns, out / f"batches.rank{rank}.jsonl",
+                                eps=eps, gamma=gamma, seed=seed)
+    results = _percentages(sum_over_ranks(counts).cpu(), columns, len(indices), out)
+    check = masking_check(results, paper_cols, strong_cols, masking_threshold)
+    report = {"results": results, "masking_check": check, "eps": eps, "seed": seed,
+              "indices": indices, "model": model_label, "resumed_batches": len(mine) - len(todo)}
+    if rank == 0:
+        _write_report(out, report, paper_cols, strong_cols)
+    return report
+
+
+def _suite_columns(attacks: Sequence[str], strong: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """The paper's and the strong columns by canonical name, and all columns once each in order."""
     paper_cols = [parse_attack_name(a).name for a in attacks]
     strong_cols = [parse_attack_name(a).name for a in strong]
     columns = list(dict.fromkeys(paper_cols + strong_cols))
     if not columns:
         raise InputError("no attack columns; give --attacks and/or --strong")
-    if batch_size < 1:
-        raise InputError(f"batch_size={batch_size} must be >= 1")
-    indices = select_subset(len(dataset), limit, seed)
-    spec = SuiteSpec(paper_cols, strong_cols, eps, seed, batch_size, gamma, indices, model_label)
-    out = Path(out_dir)
-    rank, world = rank_and_world()
-    _prepare_folder(out, spec, rank)
-    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    tracked = columns + [WORST]
-    done = _read_done(out, tracked)
-    mine = [b for b in range(len(batches)) if b % world == rank]
-    todo = [b for b in mine if b not in done]
+    return paper_cols, strong_cols, columns
+
+
+def _as_counts(record: dict, columns: list[str]) -> torch.Tensor:
+    """One batch record as ``[n, correct per column..., worst]`` counts in float64."""
+    return torch.tensor([record["n"]] + [record["correct"][c] for c in columns + [WORST]],
+                        dtype=torch.float64)
+
+
+def _evaluate_batches(model: nn.Module, bar: tqdm, columns: list[str], log: Path, *,
+                      eps: float, gamma: float, seed: int) -> torch.Tensor:
+    """Attack each ``(b, (x, y))`` batch of ``bar``, append its record to ``log`` (synced, so a
+    kill loses at most the batch in flight) and return the summed counts (``_as_counts``' layout)."""
     device = next(model.parameters()).device
-    counts = torch.zeros(1 + len(tracked), dtype=torch.float64)
-    for b in mine:
-        if b in done:
-            counts += torch.tensor([done[b]["n"]] + [done[b]["correct"][c] for c in tracked],
-                                   dtype=torch.float64)
-    loader = DataLoader(Subset(dataset, [i for b in todo for i in batches[b]]),
-                        batch_size=batch_size, shuffle=False, num_workers=workers)
-    log = out / f"batches.rank{rank}.jsonl"
-    bar = tqdm(zip(todo, loader), total=len(todo), desc=f"evaluate (rank {rank})",
-               disable=not progress or rank != 0, initial=0)
+    counts = torch.zeros(2 + len(columns), dtype=torch.float64)
     with eval_mode(model), log.open("a") as fh:
         for b, (x, y) in bar:
             x, y = x.to(device).float(), y.to(device)
-            correct, resists = {}, torch.ones_like(y, dtype=torch.bool)
-            for c in columns:
-                x_adv = run_column(model, x, y, c, eps=eps, gamma=gamma,
-                                   generator=column_generator(seed, b, c, device))
-                with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                    right = model(x_adv).argmax(1) == y
-                correct[c] = int(right.sum())
-                resists &= right
-            correct[WORST] = int(resists.sum())
-            fh.write(json.dumps({"batch": b, "n": int(y.shape[0]), "correct": correct}) + "\n")
+            right = attack_batch(model, x, y, columns, eps=eps, gamma=gamma, seed=seed, batch=b)
+            right[WORST] = worst_case(right)
+            record = {"batch": b, "n": int(y.shape[0]),
+                      "correct": {c: int(r.sum()) for c, r in right.items()}}
+            fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            counts += torch.tensor([y.shape[0]] + [correct[c] for c in tracked], dtype=torch.float64)
-            bar.set_postfix({c: f"{100 * correct[c] / y.shape[0]:.0f}" for c in columns[:4]})
-    counts = sum_over_ranks(counts).cpu()
+            counts += _as_counts(record, columns)
+            bar.set_postfix({c: f"{100 * record['correct'][c] / y.shape[0]:.0f}" for c in columns[:4]})
+    return counts
+
+
+def _percentages(counts: torch.Tensor, columns: list[str], expected: int, out: Path) -> dict[str, float]:
+    """Summed counts as percent per column and ``worst``, with ``"n"``; InputError when the number
+    of images is not the subset's (logs from another evaluation)."""
     n = int(counts[0])
-    if n != len(indices):
-        raise InputError(f"counted {n} images but the subset has {len(indices)}; "
+    if n != expected:
+        raise InputError(f"counted {n} images but the subset has {expected}; "
                          f"the batch logs in {out} are inconsistent: delete the folder and rerun")
-    results = {c: 100.0 * float(counts[1 + i]) / n for i, c in enumerate(tracked)}
-    check = masking_check(results, paper_cols, strong_cols, masking_threshold)
-    report = {"results": {**results, "n": n}, "masking_check": check, "eps": eps, "seed": seed,
-              "indices": indices, "model": model_label, "resumed_batches": len(mine) - len(todo)}
-    if rank == 0:
-        atomic_write_text(out / "results.json", json.dumps(report, indent=1))
-        atomic_write_text(out / "results.md", format_report(report, paper_cols, strong_cols))
-        if check["suspected"]:
-            print("\n" + "!" * 78 + "\n" + check["message"] + "\n" + "!" * 78, file=sys.stderr)
-    return report
+    return {**{c: 100.0 * float(counts[1 + i]) / n for i, c in enumerate(columns + [WORST])}, "n": n}
+
+
+def _write_report(out: Path, report: dict, paper: Sequence[str], strong: Sequence[str]) -> None:
+    """results.json and results.md in ``out``; a suspected gradient masking also goes to stderr."""
+    atomic_write_text(out / "results.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "results.md", format_report(report, paper, strong))
+    check = report["masking_check"]
+    if check["suspected"]:
+        print("\n" + "!" * 78 + "\n" + check["message"] + "\n" + "!" * 78, file=sys.stderr)
 
 
 def format_report(report: dict, paper: Sequence[str], strong: Sequence[str]) -> str:
