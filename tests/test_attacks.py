@@ -70,6 +70,8 @@ def test_bad_inputs(small):
         attacks.a3(model, x, y, eps=EPS, layer="net.layer9")
     with pytest.raises(ValueError, match="base="):
         attacks.a3(model, x, y, eps=EPS, base="deepfool")
+    with pytest.raises(ValueError, match="attention_on='never' must be one of"):
+        attacks.a3(model, x, y, eps=EPS, attention_on="never")
     with pytest.raises(ValueError, match="steps=0"):
         attacks.pgd(model, x, y, eps=EPS, steps=0)
 
@@ -139,7 +141,7 @@ def test_cw_and_step_ll_hurt_the_model(digits, digits_model):
     assert accuracy(m, attacks.iter_step_ll(m, x, y, eps=EPS, steps=10), y) < clean - 0.1
 
 
-def test_a3_moves_attention_further_than_its_base(digits, digits_model):
+def test_a3_fools_what_its_base_fools_and_moves_attention_further(digits, digits_model):
     _, _, x, y = digits
     m = digits_model
     eps, n = 0.1, 10
@@ -148,13 +150,22 @@ def test_a3_moves_attention_further_than_its_base(digits, digits_model):
     def top_iou(x_adv):
         return float(iou(clean_top, topk_mask(grad_cam(m, x_adv, y), n)).mean())
 
-    # top-10 IoU of base minus A3 on all 297 images, over 8 model x 6 attack seeds x 2 kernel
-    # sets (benchmarks/test_margins.py): 0.018-0.125, mean 0.065; it varies with the model,
-    # hardly with the start. The claim itself, that A3 moves the map further, is the margin.
+    def fooled(x_adv):
+        with torch.no_grad():
+            return m(x_adv).argmax(1) != y
+
+    # benchmarks/a3_gamma.py --spread 4,3 (2-core CPU, 2026-11-30), base minus A3 over 4 model
+    # x 3 attack seeds: accuracy 0 points on all 16 runs (A3 is its base until an image is
+    # fooled, so from the same start it fools a superset: no margin needed); top-10 IoU
+    # PGD 0.014-0.038, Iter-StepLL 0.007-0.025: the claim, A3 moves the map further, is the
+    # margin. The ungated eq. 12 (attention_on="always") left 65 (PGD) and 22 (Iter-StepLL)
+    # points more accuracy than its base on this model, so the superset assert fails on it.
     for base, plain in (("pgd", attacks.pgd), ("iter_step_ll", attacks.iter_step_ll)):
         base_adv = plain(m, x, y, eps=eps, steps=5, generator=torch.Generator().manual_seed(0))
-        a3_adv = attacks.a3(m, x, y, base=base, eps=eps, steps=5, gamma=10.0,
-                            generator=torch.Generator().manual_seed(0))
+        a3_adv, a3_zero = (attacks.a3(m, x, y, base=base, eps=eps, steps=5, gamma=gamma,
+                                      generator=torch.Generator().manual_seed(0)) for gamma in (10.0, 0.0))
+        assert torch.equal(a3_zero, base_adv), base  # gamma = 0 is the base attack exactly
+        assert bool((fooled(base_adv) <= fooled(a3_adv)).all()), base
         assert top_iou(a3_adv) < top_iou(base_adv), base
 
 
