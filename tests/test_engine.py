@@ -27,7 +27,7 @@ def small_cfg(tmp_path, demo_root, *overrides):
 
 
 def test_fit_writes_the_run_folder(tmp_path, demo_root):
-    result = fit(small_cfg(tmp_path, demo_root))
+    result = fit(small_cfg(tmp_path, demo_root, "eval.attacks=clean,pgd3,aa_proxy5"))
     run = tmp_path / "run"
     assert result["step"] == 6 and result["run_dir"] == str(run)
     assert (run / "config.yaml").is_file() and "git_commit" in (run / "config.yaml").read_text()
@@ -39,7 +39,8 @@ def test_fit_writes_the_run_folder(tmp_path, demo_root):
     events = read_events(run / "tb")
     scalars = events["scalars"]
     for tag in ("train/loss", "train/cls", "train/rect", "train/pres", "train/acc_clean",
-                "train/acc_adv", "train/lr", "train/images_per_s", "train/data_wait_s", "eval/pgd3"):
+                "train/acc_adv", "train/lr", "train/images_per_s", "train/data_wait_s", "eval/pgd3",
+                "eval/aa_proxy5"):  # the AutoAttack proxy, named as one
         assert tag in scalars, tag
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
     assert events["images"].get("train/clean_adv_cam", 0) == 2
@@ -53,6 +54,12 @@ def test_fit_writes_the_run_folder(tmp_path, demo_root):
                  "--no-progress", "--workers", "0"]) == 0
     acc = json.loads((out / "results.json").read_text())["results"]
     assert acc["clean"] >= acc["pgd10"] >= acc["pgd10x2"]
+    # and into AutoAttack standard (pyautoattack), on 4 images
+    assert main(["evaluate", str(run / "model.pt"), "--data", demo_root, "--limit", "4", "--autoattack", "standard",
+                 "--out", str(tmp_path / "aa"), "--no-progress", "--workers", "0"]) == 0
+    report = json.loads((tmp_path / "aa" / "autoattack.json").read_text())
+    assert report["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"] and report["n_examples"] == 4
+    assert float(report["autoattack_acc"]) <= float(report["clean_acc"])
 
 
 class StopAt(Callback):

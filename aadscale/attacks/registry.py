@@ -2,8 +2,8 @@
 and the training attacks (names, step sizes, which run as the fused step).
 
 A column is ``<kind>[<count>][x<restarts>]``: ``clean``, ``fgsm``, ``pgd40``, ``pgd40x5``,
-``cw100``, ``a3iter_step_ll3``, ``apgd100``, ``apgd_dlr50x2``, ``square1000`` (the count is
-the step count, or the query budget for Square). The config's validation, the evaluation,
+``cw100``, ``a3iter_step_ll3``, ``apgd100``, ``apgd_dlr50x2``, ``square1000``, ``aa_proxy100``
+(the count is the step count, or the query budget for Square). The config's validation, the evaluation,
 the analysis, the engine and the tests all read these tables; adding an attack is one
 ``register_attack`` here.
 """
@@ -20,6 +20,7 @@ from aadscale.attacks.a3 import BASES as A3_BASES
 from aadscale.attacks.a3 import a3
 from aadscale.attacks.apgd import apgd
 from aadscale.attacks.ascent import default_alpha
+from aadscale.attacks.autoattack import proxy
 from aadscale.attacks.square import square
 from aadscale.attacks.standard import cw, fgsm, iter_step_ll, pgd, step_ll
 from aadscale.errors import InputError
@@ -125,7 +126,8 @@ def _a3(base: str, counted: str | None) -> ColumnRunner:
 for _base, _defaults in A3_BASES.items():
     _counted = "steps" if _defaults["steps"] > 1 else None
     register_attack(f"a3{_base}", counted=_counted,
-                    summary=f"A3Attack on {_base}: + gamma * ||M(x) - L_c(x_adv)||_1 (eq. 11-13)")(_a3(_base, _counted))
+                    summary=f"A3Attack on {_base}: + gamma * ||M(x) - L_c(x_adv)||_1 (eq. 11-13) once the image is "
+                    "fooled")(_a3(_base, _counted))
 
 
 def _apgd(loss: str) -> ColumnRunner:
@@ -142,6 +144,16 @@ register_attack("apgd_dlr", counted="steps", summary="APGD with the DLR loss")(_
 @register_attack("square", counted="queries", summary="Square Attack: gradient-free, the count is queries")
 def _square(model, x, y, *, eps, steps, restarts, gamma, generator):
     return square(model, x, y, eps=eps, queries=steps, restarts=restarts, generator=generator)
+
+
+@register_attack("aa_proxy", counted="steps", summary="a proxy for AutoAttack, not AutoAttack: pyautoattack's "
+                 "APGD-CE then APGD-T (9 targets) on the images left, the count their steps (AutoAttack's 100)")
+def _aa_proxy(model, x, y, *, eps, steps, restarts, gamma, generator):
+    if restarts != 1:
+        raise InputError(f"aa_proxy{steps}x{restarts}: the proxy takes no restarts (AutoAttack's APGD has one)")
+    seed = 0 if generator is None else \
+        int(torch.randint(2 ** 31 - 1, (1,), generator=generator, device=generator.device))
+    return proxy(model, x, y, eps=eps, steps=steps, seed=seed)
 
 
 # ---- training attacks: the config's attack.name ----

@@ -13,6 +13,7 @@ from aadscale.data.classes import class_difference, label_names
 from aadscale.errors import InputError
 from aadscale.models.imagenet import TORCHVISION_WEIGHTS
 from aadscale.models.weights import load_state, read_weights
+from aadscale.models.zoo import zoo_weights
 
 
 @dataclass
@@ -40,7 +41,9 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
 
     - ``checkpoint`` holding ``{"model": state_dict, "config": <to_dict(cfg)>, "classes": [...]}``
       (the engine's export): the architecture comes from the config;
-    - ``checkpoint`` holding a bare state_dict: give ``model_name`` and ``num_classes``;
+    - ``checkpoint`` holding a bare state_dict or model-zoo weights (``aadscale.models.zoo``: under
+      ``state_dict``, ``module.``/``model.`` prefixes, the zoo's ``normalize.*`` statistics used as
+      the model's normalisation): give ``model_name`` and ``num_classes``;
     - ``torchvision="resnet50"`` (or another name with torchvision weights): random
       weights, or torchvision's ImageNet weights with ``pretrained`` (needs the network).
     Files are read with ``torch.load(..., weights_only=True)``.
@@ -66,8 +69,9 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
         if model_name is None or num_classes is None:
             raise InputError(f"{path} is a bare state_dict without a config; "
                              "give --model NAME --num-classes K")
-        model = models.build(model_name, num_classes, in_channels=in_channels)
-        state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+        zoo = zoo_weights(obj, str(path))
+        model = models.build(model_name, num_classes, in_channels=in_channels, mean=zoo.mean, std=zoo.std)
+        state = zoo.state
     load_state(model, state, str(path))
     return LoadedModel(model.to(device).eval(), cfg, f"{path.name} ({model_name}, {num_classes} classes)",
                        classes)

@@ -78,11 +78,14 @@ def _head_rows(state: Mapping[str, Any], classifier: str | tuple | None) -> int 
 
 
 def read_state(path: str | Path) -> dict:
-    """The state_dict of a weights file (``read_weights``: safetensors, or torch with ``weights_only=True``):
-    in a checkpoint dict the EMA weights, else ``state_dict``, else ``model``, as timm's reader picks
-    them; ``module.`` (DDP) and aadscale's ``net.`` prefixes dropped."""
+    """The state_dict of a weights file (``read_weights``: safetensors, or torch with ``weights_only=True``)."""
+    return select_state(read_weights(path))
+
+
+def select_state(obj: Mapping[str, Any]) -> dict:
+    """The state_dict in a file's dict: the EMA weights, else ``state_dict``, else ``model``, as timm's
+    reader picks them, else the dict itself; ``module.`` (DDP) and aadscale's ``net.`` prefixes dropped."""
     from timm.models import clean_state_dict
-    obj = read_weights(path)
     key = next((k for k in ("state_dict_ema", "model_ema", "state_dict", "model")
                 if isinstance(obj.get(k), dict)), None)
     state = clean_state_dict(obj[key] if key else obj)
