@@ -17,7 +17,8 @@ from aadscale.attacks.threat import check_eps, parse_eps
 from aadscale.attention.masks import parse_theta
 from aadscale.errors import InputError
 from aadscale.memory_format import CHOICES as MEMORY_FORMAT_CHOICES
-from aadscale.objectives.aad_loss import BN_STATS, LAMBDA1, LAMBDA2
+from aadscale.objectives.aad_loss import LAMBDA1, LAMBDA2
+from aadscale.objectives.bn_stats import BN_STATS
 from aadscale.objectives.registry import OBJECTIVES, objective_kind
 from aadscale.precision import AUTOCAST
 
@@ -99,9 +100,12 @@ class ObjectiveConfig:
     cam_weights: str = _opt("full", choices=("full", "detach"))
     theta: str | float = _opt("mean", check=parse_theta, doc="attention threshold: 'mean' or a number")
     bn_stats: str = _opt("both", choices=BN_STATS,
-                         doc="AAD: the forwards that update BatchNorm running statistics (clean, adv, "
-                             "both, or base: those its base trains on); masked never. 'both' is what "
-                             "the demo study supports (BENCHMARKS.md)")
+                         doc="the training forwards that update BatchNorm running statistics, in "
+                             "madry, alp and their +aad alike (clean, adv, both, or base: those the base "
+                             "trains on; AAD's masked forwards never): madry with both/clean adds a clean "
+                             "forward for them alone, so madry is AAD's control at the same value; madry "
+                             "with adv/base is textbook Madry. 'both' is what the demo study supports "
+                             "(BENCHMARKS.md)")
     cam_layer: str = _opt("", doc="Grad-CAM layer of the AAD terms; '' = the model's .cam_layer")
 
 

@@ -41,6 +41,7 @@ def test_outputs_and_a_rerun_reuses_every_run(study):
     out = summary["options"]["out"]
     md = open(f"{out}/compare.md").read()
     assert "| madry+aad - madry |" in md and "| madry |" in md
+    assert "BatchNorm statistics of both" in md.splitlines()[0]  # which madry is the control
     assert open(f"{out}/compare.png", "rb").read(4) == b"\x89PNG"
     stamps = {r: (f"{out}/{r}/model.pt", os.stat(f"{out}/{r}/model.pt").st_mtime_ns)
               for r in summary["runs"]}

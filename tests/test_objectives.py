@@ -118,16 +118,19 @@ def _running_stats(model):
             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
 
 
-@pytest.mark.parametrize("base,bn_stats,forwards", [
-    ("madry", "base", ["adv"]), ("alp", "base", ["clean", "adv"]), ("madry", "clean", ["clean"]),
-    ("madry", "adv", ["adv"]), ("madry", "both", ["clean", "adv"])])
-def test_aad_running_stats_follow_the_chosen_forwards_alone(batch, base, bn_stats, forwards):
+@pytest.mark.parametrize("name,bn_stats,forwards", [
+    ("madry+aad", "base", ["adv"]), ("alp+aad", "base", ["clean", "adv"]), ("madry+aad", "clean", ["clean"]),
+    ("madry+aad", "adv", ["adv"]), ("madry+aad", "both", ["clean", "adv"]),
+    ("madry", "base", ["adv"]), ("madry", "adv", ["adv"]), ("madry", "clean", ["clean"]),
+    ("madry", "both", ["clean", "adv"]), ("alp", "base", ["clean", "adv"]), ("alp", "clean", ["clean"]),
+    ("alp", "adv", ["adv"])])
+def test_running_stats_follow_the_chosen_forwards_alone(batch, name, bn_stats, forwards):
     model, x, y, x_adv = batch
     reference = copy.deepcopy(model)
-    out = objectives.aad(model, x, y, x_adv, base=base, lambda1=0.5, lambda2=0.5, bn_stats=bn_stats)
+    out = build_objective(name, lambda1=0.5, lambda2=0.5, bn_stats=bn_stats)(model, x, y, x_adv)
     with torch.no_grad():  # the chosen forwards alone, in the objective's order
-        for name in forwards:
-            reference({"clean": x, "adv": x_adv}[name])
+        for which in forwards:
+            reference({"clean": x, "adv": x_adv}[which])
     got, want = _running_stats(model), _running_stats(reference)
     assert got.keys() == want.keys() and len(got) > 0
     assert all(torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-6) for k in got), forwards
@@ -136,6 +139,29 @@ def test_aad_running_stats_follow_the_chosen_forwards_alone(batch, base, bn_stat
     with torch.no_grad():
         assert torch.allclose(out["logits_adv"], fresh.train()(x_adv), atol=1e-4)
         assert not torch.allclose(out["logits_adv"], fresh.eval()(x_adv), atol=1e-4)
+
+
+@pytest.mark.parametrize("dropout", [None, 0.5])
+@pytest.mark.parametrize("base,bn_stats", [("madry", "both"), ("madry", "clean"), ("madry", "adv"),
+                                           ("alp", "both"), ("alp", "clean")])
+def test_base_is_aad_with_zero_lambdas_in_train_mode(base, bn_stats, dropout):
+    """AAD's control: one train-mode step of each from the same state, the demo's model (and with dropout)."""
+    def step(name):
+        torch.manual_seed(0)
+        model = models.build("resnet9_small", 10, dropout=dropout).train()
+        x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+        x_adv = (x + 0.05 * torch.randn_like(x).sign()).clamp(0, 1)
+        out = build_objective(name, lambda1=0.0, lambda2=0.0, bn_stats=bn_stats)(model, x, y, x_adv)
+        out["loss"].backward()
+        return out, {n: p.grad for n, p in model.named_parameters()}, _running_stats(model)
+
+    (aad, aad_grads, aad_stats), (ref, ref_grads, ref_stats) = step(f"{base}+aad"), step(base)
+    assert aad["rect"] != 0 and aad["pres"] != 0  # computed, only weighted by 0
+    assert torch.equal(aad["loss"], ref["loss"]) and torch.equal(aad["logits_adv"], ref["logits_adv"])
+    assert aad_grads.keys() == ref_grads.keys()
+    assert all(torch.equal(aad_grads[n], ref_grads[n]) for n in aad_grads)
+    assert aad_stats.keys() == ref_stats.keys() and len(aad_stats) > 0
+    assert all(torch.equal(aad_stats[k], ref_stats[k]) for k in aad_stats)
 
 
 def test_scoring_and_masked_forwards_leave_running_stats_alone(batch):

@@ -101,11 +101,13 @@ def _run_chunks(model: nn.Module, dataset: Dataset, out: Path, spec: AutoAttackS
     bar = tqdm(zip(todo, loader), total=len(mine), desc="AutoAttack", disable=not progress,
                initial=len(mine) - len(todo))
     for c, (x, y) in bar:
-        state = states[c] or Chunk(y.tolist(), Fates())
+        states[c] = state = states[c] or Chunk(y.tolist(), Fates())
+
+        def saved(fates: Fates, c: int = c, state: Chunk = state) -> None:
+            write_chunk(out, c, state)
+            bar.set_postfix({"chunk": c, "done": fates.done[-1], **_postfix(states, plan)})
         cascade(model, x.to(device), y.to(device), plan, eps=spec.eps, seed=spec.seed, fates=state.fates,
-                after=lambda _, c=c, state=state: write_chunk(out, c, state))
-        states[c] = state
-        bar.set_postfix(_postfix(states, plan))
+                after=saved)
     return states
 
 

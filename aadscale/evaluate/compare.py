@@ -224,7 +224,8 @@ def compare(o: CompareOptions) -> dict:
     atomic_write_text(out / "compare.json", json.dumps(summary, indent=1))
     cfg = next(iter(configs.values()))
     title = (f"{o.preset}: {cfg.model.name}, eps {cfg.eval.eps:.4g}, "
-             f"{cfg.train.max_steps or cfg.train.epochs} {'steps' if cfg.train.max_steps else 'epochs'}")
+             f"{cfg.train.max_steps or cfg.train.epochs} {'steps' if cfg.train.max_steps else 'epochs'}, "
+             f"BatchNorm statistics of {cfg.objective.bn_stats} (objective.bn_stats, every run)")
     atomic_write_text(out / "compare.md", to_markdown(summary, title))
     plot(summary, out / "compare.png")
     return summary

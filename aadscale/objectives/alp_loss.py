@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from aadscale.objectives.bn_stats import paired_forwards, resolve_bn_stats
 from aadscale.objectives.classification import classification_loss
 
 
@@ -16,8 +17,9 @@ def alp_terms(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Ten
 
 
 def alp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
-        cls_loss: str = "ce", beta: float = 0.5) -> dict[str, torch.Tensor]:
-    """ALP objective: separate forwards on ``x`` and ``x_adv``."""
-    logits_clean, logits_adv = model(x), model(x_adv)
+        cls_loss: str = "ce", beta: float = 0.5, bn_stats: str = "both") -> dict[str, torch.Tensor]:
+    """ALP objective: separate forwards on ``x`` and ``x_adv``, drawing the same dropout masks as
+    AAD's do; ``bn_stats`` ``clean`` or ``adv`` freezes the other forward's running statistics."""
+    logits_clean, logits_adv = paired_forwards(model, x, x_adv, resolve_bn_stats("alp", bn_stats), model, model)
     return {**alp_terms(logits_clean, logits_adv, y, cls_loss=cls_loss, beta=beta),
             "logits_clean": logits_clean.detach(), "logits_adv": logits_adv.detach()}

@@ -62,8 +62,9 @@ def build_objective(name: str, *, lambda1: float = LAMBDA1, lambda2: float = LAM
                                               cam_weights=cam_weights, theta=theta, layer=cam_layer or None,
                                               bn_stats=bn_stats)
     if kind.base == "madry":
-        return lambda model, x, y, x_adv: madry(model, x, y, x_adv, cls_loss=cls_loss)
+        return lambda model, x, y, x_adv: madry(model, x, y, x_adv, cls_loss=cls_loss, bn_stats=bn_stats)
     if kind.base == "alp":
-        return lambda model, x, y, x_adv: alp(model, x, y, x_adv, cls_loss=cls_loss, beta=beta)
+        return lambda model, x, y, x_adv: alp(model, x, y, x_adv, cls_loss=cls_loss, beta=beta,
+                                              bn_stats=bn_stats)
     return lambda model, x, y, x_adv=None: plain(model, x, y, x_adv, cls_loss=cls_loss)
 
