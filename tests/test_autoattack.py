@@ -53,18 +53,6 @@ def test_cascade_equals_pyautoattacks_own_run(digits, digits_model):
     assert wrong == [f is not None for f in fates.fooled_by]
 
 
-def test_cascade_continues_from_saved_fates(digits, digits_model):
-    _, _, x, y = digits
-    x, y = x[:8], y[:8]
-    plan = PLAN
-    saved = []
-    _, whole = aa.cascade(digits_model, x, y, plan, eps=EPS, seed=1,
-                          after=lambda f: saved.append(json.loads(json.dumps(f.__dict__))))
-    assert [s["done"] for s in saved] == [["clean"], ["clean", "apgd-ce"], ["clean", "apgd-ce", "apgd-t"]]
-    _, resumed = aa.cascade(digits_model, x, y, plan, eps=EPS, seed=1, fates=aa.Fates(**saved[1]))
-    assert resumed == whole
-
-
 def test_proxy_column_is_named_a_proxy_and_no_weaker_than_its_first_attack(digits, digits_model):
     _, _, x, y = digits
     x, y = x[:8], y[:8]
@@ -100,45 +88,45 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(digits, digits_mo
     plan = PLAN
     whole = evaluation.evaluate_autoattack(digits_model, data, tmp_path / "whole", _spec(ids), plan,
                                            indices=range(12), progress=False)
-    attacks = []
+    attacks, kill_at = [], [4]  # the kill: the 4th attack, chunk 1's APGD-T, never finishes
     real = aa.attack_survivors
 
-    def attack_then_die(reference, name, *args, **kwargs):
+    def attack_or_die(reference, name, *args, **kwargs):
         attacks.append(name)
-        if len(attacks) == 4:  # the kill: chunk 1's APGD-T never finishes
+        if len(attacks) in kill_at:
             raise Interrupt
         return real(reference, name, *args, **kwargs)
-    monkeypatch.setattr(aa, "attack_survivors", attack_then_die)
+    monkeypatch.setattr(aa, "attack_survivors", attack_or_die)
     with pytest.raises(Interrupt):
         evaluation.evaluate_autoattack(digits_model, data, tmp_path / "cut", _spec(ids), plan,
                                        indices=range(12), progress=False)
     saved = json.loads(evaluation.chunk_file(tmp_path / "cut", 1).read_text())
     assert saved["done"] == ["clean", "apgd-ce"]
     attacks.clear()
-    monkeypatch.setattr(aa, "attack_survivors", real)
+    kill_at.clear()
     resumed = evaluation.evaluate_autoattack(digits_model, data, tmp_path / "cut", _spec(ids), plan,
                                              indices=range(12), progress=False)
+    assert attacks[0] == "apgd-t" and attacks.count("apgd-ce") == 1  # chunk 1's APGD-T, then chunk 2: no repeats
     assert resumed == whole
     for name in ("per_image.csv", "autoattack.md"):
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
     with pytest.raises(InputError, match="eps differ"):
         evaluation.evaluate_autoattack(digits_model, data, tmp_path / "cut", _spec(ids, eps=0.2), plan,
                                        indices=range(12), progress=False)
+    check_report(whole, tmp_path / "whole")
 
 
-def test_report_fields_and_per_image_table(digits, digits_model, tmp_path):
-    _, _, x, y = digits
-    data = TensorDataset(x[:8], y[:8])
-    plan = PLAN
-    report = evaluation.evaluate_autoattack(digits_model, data, tmp_path, _spec([f"img{i}" for i in range(8)]),
-                                            plan, indices=range(8), progress=False, extra={"date": "today"})
+def check_report(report: dict, out) -> None:
+    """RobustBench's fields, and the per-image table agreeing with them."""
     assert set(report) >= {"clean_acc", "autoattack_acc", "eps", "norm", "preprocessing", "n_examples",
-                           "model", "weights_sha256", "date", "robust_acc_after"}
-    rows = (tmp_path / "per_image.csv").read_text().splitlines()
-    assert rows[0] == "id,label,clean,apgd-ce,apgd-t,fooled_by" and len(rows) == 9
+                           "model", "weights_sha256", "robust_acc_after", "apgd_steps"}
+    rows = (out / "per_image.csv").read_text().splitlines()
+    assert rows[0] == "id,label,clean,apgd-ce,apgd-t,fooled_by" and len(rows) == 13
+    assert {"survived", "fooled"} <= {cell for r in rows[1:] for cell in r.split(",")[2:5]}
     robust = sum(r.endswith(",robust") for r in rows[1:])
-    assert report["autoattack_acc"] == f"{100 * robust / 8:.2f}" and report["n_examples"] == 8
+    assert report["autoattack_acc"] == f"{100 * robust / 12:.2f}" and report["n_examples"] == 12
     after = report["robust_acc_after"]
-    assert float(report["clean_acc"]) >= after["apgd-ce"] >= after["apgd-t"] == float(report["autoattack_acc"])
-    assert json.loads((tmp_path / "autoattack.json").read_text()) == report
+    assert float(report["clean_acc"]) >= after["apgd-ce"] >= after["apgd-t"]
+    assert f"{after['apgd-t']:.2f}" == report["autoattack_acc"]
+    assert json.loads((out / "autoattack.json").read_text()) == report
     assert evaluation.eps_text(4 / 255) == "4/255" and evaluation.eps_text(0.1) == "0.1"

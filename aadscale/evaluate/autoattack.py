@@ -83,11 +83,12 @@ def write_chunk(out: Path, chunk: int, state: Chunk) -> None:
     atomic_write_text(chunk_file(out, chunk), json.dumps({"labels": state.labels, **asdict(state.fates)}))
 
 
-def _postfix(states: dict[int, Chunk | None], plan: AutoAttackPlan) -> dict[str, str]:
-    fates = [f for s in states.values() if s is not None and s.finished(plan) for f in s.fates.fooled_by]
+def _postfix(states: dict[int, Chunk | None]) -> dict[str, str]:
+    """The running accuracies over this rank's images so far: clean, and still standing (robust once done)."""
+    fates = [f for s in states.values() if s is not None and s.fates.done for f in s.fates.fooled_by]
     n = max(len(fates), 1)
     return {"clean": f"{100 * sum(f != 'clean' for f in fates) / n:.1f}%",
-            "robust": f"{100 * sum(f is None for f in fates) / n:.1f}%"}
+            "standing": f"{100 * sum(f is None for f in fates) / n:.1f}%"}
 
 
 def _run_chunks(model: nn.Module, dataset: Dataset, out: Path, spec: AutoAttackSpec, plan: AutoAttackPlan,
@@ -105,7 +106,7 @@ def _run_chunks(model: nn.Module, dataset: Dataset, out: Path, spec: AutoAttackS
 
         def saved(fates: Fates, c: int = c, state: Chunk = state) -> None:
             write_chunk(out, c, state)
-            bar.set_postfix({"chunk": c, "done": fates.done[-1], **_postfix(states, plan)})
+            bar.set_postfix({"chunk": c, "done": fates.done[-1], **_postfix(states)})
         cascade(model, x.to(device), y.to(device), plan, eps=spec.eps, seed=spec.seed, fates=state.fates,
                 after=saved)
     return states
