@@ -13,9 +13,9 @@ from aadscale.attacks import autoattack as aa
 from aadscale.errors import InputError
 from aadscale.evaluate import autoattack as evaluation
 
-# the first 8 test digits under AutoAttack's APGD-CE then APGD-T (100 steps): none fooled at eps 0.04, 3 at 0.06,
-# 5 at 0.075, all at 0.1 (model seed 0; seed 1, another CPU's model: 5 at 0.06, 7 at 0.075). The tests run
-# 10 steps (the proxy's budget: a tenth of the time), at 0.07: both outcomes (model seed 0; the assert checks it)
+# the first 8 test digits under AutoAttack's APGD-CE then APGD-T at its 100 steps: none fooled at eps 0.04, 3 at
+# 0.06, all at 0.1 (model seed 0). The tests run 10 steps (the proxy's budget) at 0.07: APGD-CE fools 4, 6, 7, 4
+# of the 8 and some survive both, on model seeds 0-3 (seeds 1-3 stand in for another CPU's rounding)
 EPS = 0.07
 STEPS = 10
 PLAN = aa.AutoAttackPlan("custom", ("apgd-ce", "apgd-t"), STEPS)
@@ -88,12 +88,12 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(digits, digits_mo
     plan = PLAN
     whole = evaluation.evaluate_autoattack(digits_model, data, tmp_path / "whole", _spec(ids), plan,
                                            indices=range(12), progress=False)
-    attacks, kill_at = [], [4]  # the kill: the 4th attack, chunk 1's APGD-T, never finishes
+    attacks, kill_at = [], [2]  # the kill: the 2nd APGD-CE (chunk 1's; every chunk has images to attack)
     real = aa.attack_survivors
 
     def attack_or_die(reference, name, *args, **kwargs):
         attacks.append(name)
-        if len(attacks) in kill_at:
+        if attacks.count("apgd-ce") in kill_at and name == "apgd-ce":
             raise Interrupt
         return real(reference, name, *args, **kwargs)
     monkeypatch.setattr(aa, "attack_survivors", attack_or_die)
@@ -101,12 +101,12 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(digits, digits_mo
         evaluation.evaluate_autoattack(digits_model, data, tmp_path / "cut", _spec(ids), plan,
                                        indices=range(12), progress=False)
     saved = json.loads(evaluation.chunk_file(tmp_path / "cut", 1).read_text())
-    assert saved["done"] == ["clean", "apgd-ce"]
+    assert saved["done"] == ["clean"]  # its clean pass was saved, its attacks not
     attacks.clear()
     kill_at.clear()
     resumed = evaluation.evaluate_autoattack(digits_model, data, tmp_path / "cut", _spec(ids), plan,
                                              indices=range(12), progress=False)
-    assert attacks[0] == "apgd-t" and attacks.count("apgd-ce") == 1  # chunk 1's APGD-T, then chunk 2: no repeats
+    assert attacks[0] == "apgd-ce" and attacks.count("apgd-ce") == 2  # chunks 1 and 2 only: chunk 0 not redone
     assert resumed == whole
     for name in ("per_image.csv", "autoattack.md"):
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
