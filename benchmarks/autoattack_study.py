@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from aadscale.cli import main as aadscale
+from aadscale.evaluate.compare import mean_std as compare_stats
 
 
 def attack_run(run: Path, version: str, limit: int | None, batch_size: int) -> dict:
@@ -32,9 +32,9 @@ def attack_run(run: Path, version: str, limit: int | None, batch_size: int) -> d
 
 
 def mean_std(values: list[float]) -> str:
-    """``mean ± std`` (sample std; 0 for one value)."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+    """``mean ± std`` as the study's own table prints it."""
+    mean, std = compare_stats(values)
+    return f"{mean:.1f} ± {std:.1f}"
 
 
 def table(rows: dict[str, list[dict]]) -> str:

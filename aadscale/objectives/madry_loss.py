@@ -35,6 +35,8 @@ def madry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tenso
     ``adv`` or ``base`` is textbook Madry (Madry et al. 2018): ``x`` is not used.
     """
     stats = resolve_bn_stats("madry", bn_stats)
-    clean = _statistics_forward(model) if stats != "adv" else (lambda _x: None)
-    _, logits_adv = paired_forwards(model, x, x_adv, stats, clean, model)
+    if stats == "adv":  # no clean pass to replay: a paired pass would rewind the RNG past this forward's draws
+        logits_adv = model(x_adv)
+    else:
+        _, logits_adv = paired_forwards(model, x, x_adv, stats, _statistics_forward(model), model)
     return {**madry_terms(None, logits_adv, y, cls_loss=cls_loss), "logits_adv": logits_adv.detach()}
