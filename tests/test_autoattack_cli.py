@@ -81,6 +81,8 @@ def test_robustbench_protocol_images_labels_and_preprocessing(tmp_path):
     bicubic = rb.RobustBenchImageNet(tmp_path / "val", preprocessing_name="BicubicRes256Crop224", limit=3)[1][0]
     assert not torch.equal(bicubic, x) and (bicubic - x).abs().mean() < 0.02  # the same image, resized otherwise
     assert data.classes[label] == ids[1].split("/")[0] and len(data.classes) == 1000
+    rows = {row["model_id"]: row for row in rb.leaderboard()}  # the README's example entry
+    assert (rows["Salman2020Do_R50"]["clean_acc"], rows["Salman2020Do_R50"]["autoattack_acc"]) == ("64.02", "34.96")
 
 
 @pytest.mark.parametrize("limit, message", [

@@ -24,7 +24,6 @@ VERSIONS = ("standard", "plus", "rand")
 ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 TARGETS = 9  # target classes of APGD-T and FAB-T in every version
 PROXY = ("apgd-ce", "apgd-t")  # the cheap in-training proxy: rarely more than a few tenths above AutoAttack
-PACKAGE = "pyautoattack"
 log = logging.getLogger("aadscale.attacks")
 
 
