@@ -38,6 +38,7 @@ from aadscale.tuning.space import (
     with_choices,
     with_params,
 )
+from aadscale.tuning.trial import checkpoint_uri
 from aadscale.tuning.worker import restore_tag, stage_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +179,23 @@ def test_grid_of_the_metric_over_two_swept_numbers(tmp_path):
     assert paths[0].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_checkpoint_uris_open_where_the_storage_is(tmp_path):
+    import pyarrow.fs
+    assert checkpoint_uri("/runs/x/checkpoint_1", "/runs") == "/runs/x/checkpoint_1"  # a plain shared path
+    assert checkpoint_uri("bucket/sweeps/x", "s3://bucket/sweeps") == "s3://bucket/sweeps/x"
+    folder = tmp_path / "storage" / "checkpoint_1"
+    folder.mkdir(parents=True)
+    uri = checkpoint_uri(str(folder), f"file://{tmp_path}/storage")
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)  # what ray.train.Checkpoint(uri) does
+    assert uri == f"file://{folder}" and path == str(folder) and fs.get_file_info(path).type.name == "Directory"
+
+
+def test_the_table_says_where_each_trial_ran():
+    row = make_row("t0", {}, {"final": 1, "step": 4, "nodes": "10.0.0.5/3fa2c1d0,10.0.0.6/77b0e2aa"}, "done", [])
+    assert row["nodes"] == "10.0.0.5/3fa2c1d0,10.0.0.6/77b0e2aa"
+    assert "| nodes |" in markdown_table([row]) and "nodes" not in make_row("t1", {}, {}, "done", [])
+
+
 def test_rank_files_staged_and_restored(tmp_path):
     names = ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
              "zero_pp_rank_1_mp_rank_00_optim_states.pt", "rng_rank0.pt", "rng_rank1.pt"]
@@ -196,11 +214,10 @@ def test_rank_files_staged_and_restored(tmp_path):
         for f in stage_checkpoint(folder, rank, meta).iterdir():
             f.rename(merged / f.name)
     assert sorted(p.name for p in merged.iterdir()) == sorted(names + ["aadscale_checkpoint.json"])
-    assert restore_tag(merged, run / "checkpoints", "k") == "epoch1"  # own checkpoint: no copy
-    other = tmp_path / "runs" / "trial-b" / "checkpoints"  # PBT's donor, or a lost disk
-    tag = restore_tag(merged, other, "k")
-    assert tag.startswith("ray-") and sorted(p.name for p in (other / tag).iterdir()) == sorted(names)
-    assert (other / tag / "rng_rank1.pt").read_text() == "rng_rank1.pt"
+    for checkpoints in (run / "checkpoints", tmp_path / "runs" / "trial-b" / "checkpoints"):  # own, PBT's donor
+        tag = restore_tag(merged, checkpoints, "k")  # always from storage, never the run folder's own copy
+        assert tag.startswith("ray-") and sorted(p.name for p in (checkpoints / tag).iterdir()) == sorted(names)
+        assert (checkpoints / tag / "rng_rank1.pt").read_text() == "rng_rank1.pt"
 
 
 def _sweep(tmp_path, space_file: Path, **kw) -> SweepOptions:
@@ -220,6 +237,8 @@ def test_bad_input_fails_before_any_trial(tmp_path):
         run_sweep(_sweep(tmp_path, DEMO_SPACE, address="127.0.0.1:9"))
     with pytest.raises(ValueError, match="local Ray has 2 CPUs.*--cpus-per-worker"):
         run_sweep(_sweep(tmp_path, DEMO_SPACE, num_cpus=2, workers_per_trial=2))
+    with pytest.raises(ValueError, match="--placement 'strict_spread' is not valid.*'strict-spread'"):
+        run_sweep(_sweep(tmp_path, DEMO_SPACE, placement="strict_spread"))
     assert not (tmp_path / "ray_results").exists() or not any((tmp_path / "ray_results").iterdir())
 
 

@@ -12,7 +12,7 @@ import sys
 
 from aadscale.errors import InputError
 from aadscale.tuning import SweepOptions, resume_sweep, run_sweep
-from aadscale.tuning.runner import SCHEDULERS
+from aadscale.tuning.runner import PLACEMENTS, SCHEDULERS
 from aadscale.tuning.space import MODES, SEARCHES
 
 
@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train (DeepSpeed) workers per trial")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="0 = CPU-only workers")
+    p.add_argument("--placement", choices=PLACEMENTS, default="pack",
+                   help="where a trial's workers go: pack (few nodes), spread, strict-pack (one node), "
+                        "strict-spread (one node each)")
     p.add_argument("--num-samples", type=int, default=None,
                    help="grid: repeats of the grid (default 1); random/optuna: trials (default 8)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="fifo")
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                 num_samples=args.num_samples, scheduler=args.scheduler, search=args.search,
                 metric=args.metric, mode=args.mode, weights=args.weights, storage=args.storage,
-                max_failures=args.max_failures, max_concurrent=args.max_concurrent))
+                max_failures=args.max_failures, max_concurrent=args.max_concurrent, placement=args.placement))
     except InputError as err:  # bad input; a library's own error keeps its traceback
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Checkpoints: DeepSpeed's sharded state + per-rank RNG + loop position, atomic, loaded weights_only."""
+"""Checkpoints: DeepSpeed's sharded state + per-rank RNG and buffers + loop position, atomic, loaded weights_only."""
 from __future__ import annotations
 
 import json
@@ -60,6 +60,22 @@ def rng_state(generator: torch.Generator) -> dict:
     return state
 
 
+def rank_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """This rank's persistent buffers (BatchNorm's running statistics): each rank updates its own
+    from its shard, and DeepSpeed's checkpoint holds rank 0's only."""
+    return {f"{prefix}.{name}" if prefix else name: buf.detach().cpu().clone()
+            for prefix, mod in module.named_modules() for name, buf in mod.named_buffers(recurse=False)
+            if buf is not None and name not in mod._non_persistent_buffers_set}
+
+
+def load_rank_buffers(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Inverse of ``rank_buffers``, in place (a captured graph keeps its buffer addresses)."""
+    own = dict(module.named_buffers())
+    with torch.no_grad():
+        for name, value in saved.items():
+            own[name].copy_(value)
+
+
 def set_rng_state(state: dict, generator: torch.Generator) -> None:
     """Inverse of ``rng_state``."""
     random.setstate(state["python"])
@@ -95,11 +111,12 @@ class Checkpointer:
         return tag
 
     def save(self, engine, tag: str, client_state: dict, generator: torch.Generator) -> Path:
-        """Write this rank's RNG, the client state as JSON (rank 0), then DeepSpeed's state (collective),
-        then point ``latest`` at it."""
+        """Write this rank's RNG and buffers, the client state as JSON (rank 0), then DeepSpeed's state
+        (collective), then point ``latest`` at it."""
         folder = self.directory / tag
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(rng_state(generator), folder / f"rng_rank{self.ctx.rank}.pt")
+        own = {**rng_state(generator), "buffers": rank_buffers(engine.module)}
+        atomic_torch_save(own, folder / f"rng_rank{self.ctx.rank}.pt")
         if self.ctx.is_main:
             atomic_write_text(folder / CLIENT_JSON, json.dumps(client_state, indent=1) + "\n")
         engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
@@ -125,7 +142,7 @@ class Checkpointer:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def load(self, engine, tag: str, generator: torch.Generator) -> dict:
-        """Restore model, optimiser, scheduler and RNG; return the loop's client state."""
+        """Restore model, optimiser, scheduler, this rank's RNG and buffers; return the loop's client state."""
         folder = self.folder(tag)
         engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
         path, client = engine.load_checkpoint(str(self.directory), tag=tag)
@@ -135,7 +152,9 @@ class Checkpointer:
         if not rng_file.is_file():
             raise InputError(f"{rng_file} is missing: the checkpoint was written by fewer ranks "
                              f"than the {self.ctx.world_size} resuming now; resume with the same world size")
-        set_rng_state(torch.load(rng_file, weights_only=True), generator)
+        own = torch.load(rng_file, weights_only=True)
+        set_rng_state(own, generator)
+        load_rank_buffers(engine.module, own.get("buffers", {}))  # checkpoints before 2026-11-30 have none
         return client
 
     def _prune(self, newest: str) -> None:

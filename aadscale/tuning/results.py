@@ -28,6 +28,8 @@ def make_row(trial: str, config: dict, metrics: dict, status: str, params: Itera
     row.update({k: metrics[k] for k in evals})
     if SCORE in metrics:
         row[SCORE] = metrics[SCORE]
+    if metrics.get("nodes"):
+        row["nodes"] = metrics["nodes"]  # where the workers ran at the last report, rank 0 first
     return row
 
 

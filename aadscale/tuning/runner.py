@@ -29,6 +29,7 @@ from aadscale.tuning.space import (
 log = logging.getLogger("aadscale.tuning")
 
 SCHEDULERS = ("fifo", "asha", "pbt")
+PLACEMENTS = ("pack", "spread", "strict-pack", "strict-spread")  # Ray placement-group strategies
 STATE_FILE = "aadscale_sweep.json"
 TRIAL_CPU = 0.01  # the Tune trial only waits on its Ray Train workers (zero is refused)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
@@ -55,6 +56,7 @@ class SweepOptions:
     storage: str | None = None
     max_failures: int = 2
     max_concurrent: int | None = None
+    placement: str = "pack"
 
 
 @dataclass
@@ -95,6 +97,8 @@ def _is_uri(path: str) -> bool:
 def _check_options(o: SweepOptions, space: SweepSpace) -> None:
     if o.scheduler not in SCHEDULERS:
         raise InputError(f"--scheduler {o.scheduler!r} is not valid; use one of {list(SCHEDULERS)}")
+    if o.placement not in PLACEMENTS:
+        raise InputError(f"--placement {o.placement!r} is not valid; use one of {list(PLACEMENTS)}")
     if o.scheduler == "pbt" and space.search == "optuna":
         raise InputError("--scheduler pbt chooses the configs itself; use it with --search grid or random")
     for flag, value, low in (("--workers-per-trial", o.workers_per_trial, 1), ("--num-samples", o.num_samples, 1),
@@ -240,7 +244,8 @@ def _trainable(plan: _Plan, callbacks: tuple):
     setup = TrialSetup(base=to_dict(plan.base), runs_dir=plan.runs_dir,
                        train_storage=f"{plan.experiment_path}/train", metric=plan.space.metric,
                        weights=plan.space.weights, workers=o.workers_per_trial, cpus_per_worker=o.cpus_per_worker,
-                       gpus_per_worker=o.gpus_per_worker, max_failures=o.max_failures, callbacks=tuple(callbacks))
+                       gpus_per_worker=o.gpus_per_worker, max_failures=o.max_failures,
+                       placement=o.placement.upper().replace("-", "_"), callbacks=tuple(callbacks))
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_CPU})
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from aadscale.tuning.space import with_params
 
 V2_ENV = "RAY_TRAIN_V2_ENABLED"
 POINTER = "train_checkpoint.json"
+log = logging.getLogger("aadscale.tuning")
 
 
 def require_train_v2() -> None:
@@ -45,6 +47,7 @@ class TrialSetup:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 2
+    placement: str = "PACK"
     callbacks: tuple = ()
 
 
@@ -58,15 +61,16 @@ def trial_config(setup: TrialSetup, params: dict[str, Any], trial_id: str) -> Co
 def checkpoint_uri(path: str, storage: str) -> str:
     """A Ray checkpoint's storage path as a URI ``ray.train.Checkpoint(uri)`` can open anywhere."""
     scheme, sep, _ = storage.partition("://")
-    return f"{scheme}://{path.lstrip('/')}" if sep else path
+    return f"{scheme}://{path}" if sep else path  # file:///abs/path, s3://bucket/key
 
 
-def read_pointer(checkpoint) -> str | None:
-    """The Ray Train checkpoint a Tune checkpoint points to (None without a Tune checkpoint)."""
+def read_pointer(checkpoint) -> dict:
+    """What a Tune checkpoint holds: ``uri`` of the Ray Train checkpoint, and the ``trial`` whose ``final``
+    metrics it carries once that trial has finished (PBT hands a donor's to another); {} without one."""
     if checkpoint is None:
-        return None
+        return {}
     with checkpoint.as_directory() as folder:
-        return json.loads((Path(folder) / POINTER).read_text())["uri"]
+        return json.loads((Path(folder) / POINTER).read_text())
 
 
 class ForwardReports(ray.train.UserCallback):
@@ -77,7 +81,8 @@ class ForwardReports(ray.train.UserCallback):
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         uri = checkpoint_uri(checkpoint.path, self.storage) if checkpoint else None
-        self.queue.put((dict(metrics[0]), uri))
+        nodes = ",".join(m.pop("node", "?") for m in metrics)  # every rank's node, in rank order
+        self.queue.put(({**metrics[0], "nodes": nodes}, uri))
 
 
 def _report_to_tune(metrics: dict, uri: str | None) -> None:
@@ -87,7 +92,9 @@ def _report_to_tune(metrics: dict, uri: str | None) -> None:
         return
     folder = tempfile.mkdtemp(prefix="aadscale-pointer-")
     try:
-        Path(folder, POINTER).write_text(json.dumps({"uri": uri, "step": metrics.get("step")}))
+        final = metrics if metrics.get("final") else None
+        Path(folder, POINTER).write_text(json.dumps({"uri": uri, "step": metrics.get("step"), "final": final,
+                                                     "trial": tune.get_context().get_trial_id()}))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -107,17 +114,24 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     from aadscale.config import to_dict
     from aadscale.tuning.worker import train_worker
 
-    cfg = trial_config(setup, params, tune.get_context().get_trial_id())
-    uri = read_pointer(tune.get_checkpoint())
+    trial_id = tune.get_context().get_trial_id()
+    cfg = trial_config(setup, params, trial_id)
+    pointer = read_pointer(tune.get_checkpoint())
+    if pointer.get("final") and pointer.get("trial") == trial_id:  # finished; the sweep stopped before Tune saw it
+        log.warning("%s: finished at step %s before the sweep stopped; not run again", cfg.log.name, pointer["step"])
+        tune.report(pointer["final"])
+        return
+    uri = pointer.get("uri")
     queue = Queue(actor_options={"num_cpus": 0})
     resources = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if setup.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_worker,
         # PBT restores a donor's checkpoint under mutated parameters: the swept fields may differ on resume
-        train_loop_config={"config": to_dict(cfg), "restore_from": uri, "weights": setup.weights,
+        train_loop_config={"config": to_dict(cfg), "restore_from": uri, "storage": setup.train_storage,
+                           "weights": setup.weights,
                            "callbacks": setup.callbacks, "allow_changes": sorted(params)},
         scaling_config=ray.train.ScalingConfig(num_workers=setup.workers, use_gpu=setup.gpus_per_worker > 0,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources, placement_strategy=setup.placement),
         run_config=ray.train.RunConfig(
             name=f"{cfg.log.name}-{uuid.uuid4().hex[:8]}",  # a fresh Train run per Tune attempt
             storage_path=setup.train_storage,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -13,8 +14,22 @@ from aadscale.engine import Callback, StepInfo, fit
 from aadscale.engine.checkpoint import files_of_rank
 from aadscale.tracking import RunFolder
 from aadscale.tuning.space import objective_metrics
+from aadscale.tuning.trial import checkpoint_uri
 
 ENGINE_JSON = "aadscale_checkpoint.json"
+log = logging.getLogger("aadscale.tuning")
+
+
+def node_name() -> str:
+    """This process's Ray node as ``<ip>/<first 8 hex digits of its id>`` (nodes may share an IP)."""
+    import ray
+    return f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
+def live_nodes() -> set[str]:
+    """``node_name()`` of every node the cluster holds alive now."""
+    import ray
+    return {f"{n['NodeManagerAddress']}/{n['NodeID'][:8]}" for n in ray.nodes() if n["Alive"]}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -39,16 +54,12 @@ def stage_checkpoint(folder: Path, rank: int, meta: dict) -> Path:
 
 
 def restore_tag(source: Path, checkpoints: Path, key: str) -> str:
-    """Make the Ray checkpoint folder ``source`` a tag under the run's ``checkpoints/``; return the tag.
+    """Copy the Ray checkpoint folder ``source`` to a tag under the run's ``checkpoints/``; return the tag.
 
-    When it is this run's own checkpoint and the tag is still on disk, nothing is copied.
-    Otherwise the files go to ``ray-<hash of key>``, each written under a temporary name
-    and renamed, so ranks sharing a disk may copy the same files at once.
+    Always from ``source`` (the sweep's storage), never from a copy a node may hold: the
+    files go to ``ray-<hash of key>``, each written under a temporary name and renamed, so
+    ranks sharing a disk may copy the same files at once.
     """
-    meta = json.loads((source / ENGINE_JSON).read_text())
-    own = checkpoints / meta["tag"]
-    if Path(meta["run_dir"]).resolve() == checkpoints.parent.resolve() and own.is_dir():
-        return meta["tag"]
     tag = "ray-" + hashlib.sha1(key.encode()).hexdigest()[:12]
     target = checkpoints / tag
     target.mkdir(parents=True, exist_ok=True)
@@ -90,18 +101,26 @@ class EpochReporter(Callback):
         out = {"step": step, "epoch": epoch, "final": int(final),
                **{f"train/{k}": float(v) for k, v in metrics.items()
                   if not k.startswith("eval/") and isinstance(v, (int, float))},
-               **(objective_metrics(accuracy, self.weights) if accuracy else {})}
+               **(objective_metrics(accuracy, self.weights) if accuracy else {}), "node": node_name()}
         info = self.latest
         if info is None or info.checkpoint == self.reported:
             ray.train.report(out)
             return
-        meta = {"tag": info.checkpoint.name, "run_dir": str(info.run_dir), "step": info.step}
+        meta = {"tag": info.checkpoint.name, "run_dir": str(info.run_dir), "step": info.step, "node": out["node"]}
         staged = stage_checkpoint(info.checkpoint, self.rank, meta)
         try:
             ray.train.report(out, checkpoint=ray.train.Checkpoint.from_directory(str(staged)))
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         self.reported = info.checkpoint
+
+
+def resume_message(trial: str, meta: dict, source: str) -> str:
+    """What a restarted trial says: the step and storage path it resumes from, where it ran and runs now."""
+    writer, here = meta.get("node", "?"), node_name()
+    lost = "" if writer in live_nodes() else ", a node the cluster has lost"
+    return (f"{trial}: resuming at step {meta['step']} from {source} (checkpoint reported by node "
+            f"{writer}{lost}); rank 0 now runs on node {here}")
 
 
 def train_worker(loop_config: dict) -> None:
@@ -117,6 +136,10 @@ def train_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = restore_tag(Path(folder), checkpoints, checkpoint.path)
+            meta = json.loads((Path(folder) / ENGINE_JSON).read_text())
+        if rank == 0:
+            source = checkpoint_uri(checkpoint.path, loop_config["storage"])
+            log.warning(resume_message(cfg.log.name, meta, source))
     reporter = EpochReporter(rank, loop_config.get("weights") or {})
     result = fit(cfg, [reporter, *loop_config.get("callbacks", ())], resume=resume,
                  allow_changes=loop_config.get("allow_changes", ()))
