@@ -118,7 +118,7 @@ def test_two_node_trial_killed_and_resumed_equals_the_one_node_trial(cluster, pa
     two_nodes = _weights(outcome.out_dir / f"trial-{row['trial']}")
     # Bitwise: a sum of two ranks' gradients is rounded once whichever way the all-reduce goes
     # (DeepSpeed's shared-memory one on one node, gloo across two), and the resumed run replays
-    # the engine's RNG and loader position from the checkpoint.
+    # each rank's RNG and BatchNorm statistics and the loader position from the checkpoint.
     assert one_node.keys() == two_nodes.keys()
     assert all(torch.equal(one_node[k], two_nodes[k]) for k in one_node)
 
