@@ -128,8 +128,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         train_worker,
         # PBT restores a donor's checkpoint under mutated parameters: the swept fields may differ on resume
         train_loop_config={"config": to_dict(cfg), "restore_from": uri, "storage": setup.train_storage,
-                           "weights": setup.weights,
-                           "callbacks": setup.callbacks, "allow_changes": sorted(params)},
+                           "weights": setup.weights, "callbacks": setup.callbacks, "allow_changes": sorted(params)},
         scaling_config=ray.train.ScalingConfig(num_workers=setup.workers, use_gpu=setup.gpus_per_worker > 0,
                                                resources_per_worker=resources, placement_strategy=setup.placement),
         run_config=ray.train.RunConfig(
