@@ -51,6 +51,13 @@ def node_of(cluster, name: str):
     return node
 
 
+def add_worker(cluster, cpus: int = 1):
+    """Start one more worker node of ``cpus`` CPUs and wait until the cluster lists it."""
+    node = cluster.add_node(num_cpus=cpus, **NODE_ARGS)
+    cluster.wait_for_nodes()
+    return node
+
+
 @contextlib.contextmanager
 def ray_cluster(workers: int = 2, cpus: int = 1) -> Iterator:
     """A head that runs nothing (0 CPUs) and ``workers`` nodes of ``cpus`` CPUs; nothing left behind after.
@@ -62,8 +69,7 @@ def ray_cluster(workers: int = 2, cpus: int = 1) -> Iterator:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **NODE_ARGS})
     try:
         for _ in range(workers):
-            cluster.add_node(num_cpus=cpus, **NODE_ARGS)
-        cluster.wait_for_nodes()
+            add_worker(cluster, cpus)
         yield cluster
     finally:
         cluster.shutdown()

@@ -24,7 +24,7 @@ import yaml
 from aadscale.config import load_config
 from aadscale.engine import Callback, StepInfo
 from aadscale.tuning import SweepOptions, run_sweep
-from raycluster import node_of, ray_cluster
+from raycluster import add_worker, node_of, ray_cluster
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(tempfile.gettempdir()) / "aadscale-torch-extensions"))
@@ -156,8 +156,7 @@ def _results_table(path: Path) -> list[dict]:
 
 
 def test_node_lost_mid_trial_then_driver_killed_resumes_across_nodes(cluster, tmp_path):
-    cluster.add_node(num_cpus=1, object_store_memory=80 * 1024 ** 2)  # a spare for the lost node's trial
-    cluster.wait_for_nodes()
+    add_worker(cluster)  # a spare for the lost node's trial
     space = _space(tmp_path, {"train.max_steps": {"values": [5, 15]}})  # a short trial A and a longer one B
     experiment = tmp_path / "storage" / "lost"
     sweep = [sys.executable, str(ROOT / "tuning/sweep.py"), "--address", cluster.address]

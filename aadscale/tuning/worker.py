@@ -20,16 +20,21 @@ ENGINE_JSON = "aadscale_checkpoint.json"
 log = logging.getLogger("aadscale.tuning")
 
 
+def node_label(ip: str, node_id: str) -> str:
+    """A Ray node as ``<ip>/<first 8 hex digits of its id>`` (nodes may share an IP)."""
+    return f"{ip}/{node_id[:8]}"
+
+
 def node_name() -> str:
-    """This process's Ray node as ``<ip>/<first 8 hex digits of its id>`` (nodes may share an IP)."""
+    """This process's Ray node, as ``node_label``."""
     import ray
-    return f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    return node_label(ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id())
 
 
 def live_nodes() -> set[str]:
-    """``node_name()`` of every node the cluster holds alive now."""
+    """``node_label`` of every node the cluster holds alive now."""
     import ray
-    return {f"{n['NodeManagerAddress']}/{n['NodeID'][:8]}" for n in ray.nodes() if n["Alive"]}
+    return {node_label(n["NodeManagerAddress"], n["NodeID"]) for n in ray.nodes() if n["Alive"]}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
