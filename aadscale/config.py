@@ -36,6 +36,14 @@ def _check_mapping(value: Any, path: str) -> dict:
     return dict(value)
 
 
+def check_betas(value: Any, path: str) -> list[float]:
+    """Two numbers in [0, 1): AdamW's betas."""
+    if not (isinstance(value, list) and len(value) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)):
+        raise InputError(f"{path}={value!r} must be two numbers in [0, 1), e.g. {path}=[0.9,0.95]")
+    return [float(b) for b in value]
+
+
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
          max: float | None = None, check: Callable[[Any, str], Any] | None = None, doc: str = "") -> Any:
     """A dataclass field carrying its validation rule in metadata (``check(value, path)`` returns
@@ -60,6 +68,9 @@ class ModelConfig:
                             "img_size, patch_size, drop_path_rate, ...)")
     cam_layer: str = _opt("", doc="the network's module whose output is the Grad-CAM layer ('' = the "
                                   "model's own; timm transformers: a module with the blocks' token layout)")
+    stem: str = _opt("patch", choices=("patch", "convstem"),
+                     doc="timm ConvNeXt and ViT: their patch stem, or the convolutional stem of Singh, Croce "
+                         "& Hein 2023 (ConvStem; its parameter names load their released checkpoints)")
 
 
 @dataclass
@@ -77,6 +88,21 @@ class DataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentations beyond crop and flip, all off by default: per image in the loader
+    (RandAugment, colour jitter, erasing), per batch on the device (Mixup/CutMix, timm's ``Mixup``)."""
+    rand_augment: str = _opt("", doc="timm's RandAugment spec, e.g. 'rand-m9-mstd0.5-inc1'; '' = off")
+    color_jitter: float = _opt(0.0, min=0.0, doc="brightness, contrast and saturation factor (timm's "
+                                                 "--color-jitter); 0 = off")
+    erasing: float = _opt(0.0, min=0.0, max=1.0, doc="random erasing probability per image (timm's --reprob); "
+                                                    "the erased box is filled with uniform values in [0, 1]")
+    mixup: float = _opt(0.0, min=0.0, doc="Mixup's Beta(alpha, alpha); 0 = off")
+    cutmix: float = _opt(0.0, min=0.0, doc="CutMix's Beta(alpha, alpha); 0 = off")
+    mix_prob: float = _opt(1.0, min=0.0, max=1.0, doc="probability that a batch is mixed at all")
+    mix_switch: float = _opt(0.5, min=0.0, max=1.0, doc="probability of CutMix rather than Mixup when both are on")
+
+
+@dataclass
 class AttackConfig:
     """The training attack (L-inf, pixel space)."""
     name: str = _opt("pgd", choices=tuple(TRAINING_ATTACKS))
@@ -86,6 +112,13 @@ class AttackConfig:
     precision: str = _opt("fp32", choices=tuple(AUTOCAST),
                           doc="the training attack's forwards: float32, or under bf16/fp16 autocast; "
                               "evaluation attacks are always float32")
+    warmup_epochs: int = _opt(0, min=0, doc="ramp the training attack up linearly over the first epochs "
+                                            "(epoch e of n: (e + 1) / n of the full size); 0 = off")
+    warmup: str = _opt("eps", choices=("eps", "alpha", "both"), doc="what warmup_epochs ramps: the budget "
+                                                                    "eps, the step size alpha, or both")
+    model_mode: str = _opt("eval", choices=("eval", "train"),
+                           doc="the model's mode during the training attack: eval (the leaderboard recipes) "
+                               "or train (batch statistics; the running statistics are left alone)")
 
 
 @dataclass
@@ -107,6 +140,9 @@ class ObjectiveConfig:
                              "with adv/base is textbook Madry. 'both' is what the demo study supports "
                              "(BENCHMARKS.md)")
     cam_layer: str = _opt("", doc="Grad-CAM layer of the AAD terms; '' = the model's .cam_layer")
+    label_smoothing: float = _opt(0.0, min=0.0, max=0.99, doc="label smoothing of L_cls (the training "
+                                                               "attack's loss is not smoothed)")
+    trades_beta: float = _opt(6.0, min=0.0, doc="TRADES' weight of KL(f(x) || f(x_adv)) (Zhang et al. 2019: 6)")
 
 
 @dataclass
@@ -121,6 +157,13 @@ class OptimConfig:
     decay_epochs: float = _opt(2.0, min=0.0, doc="... every decay_epochs epochs")
     warmup_steps: int = _opt(0, min=0)
     grad_clip: float = _opt(0.0, min=0.0, doc="max gradient norm; 0 = off")
+    betas: list = _opt([0.9, 0.999], check=check_betas, doc="AdamW's (beta1, beta2)")
+    no_decay_1d: bool = _opt(False, doc="no weight decay on biases, norms and other 1-D parameters, nor on "
+                                        "what the model's no_weight_decay() names (timm's parameter groups)")
+    layer_decay: float = _opt(0.0, min=0.0, max=1.0, doc="layer-wise lr decay for fine-tuning (timm's "
+                                                         "--layer-decay, e.g. 0.65); 0 = off")
+    lr_base_size: int = _opt(0, min=0, doc="if > 0, optim.lr is per this many images and scales linearly "
+                                           "with data.batch_size (timm's lr_base_size, e.g. 512)")
     implementation: str = _opt("auto", choices=("auto", "foreach", "fused", "loop"),
                                doc="torch's optimiser kernels: auto (torch's choice: foreach on CUDA, "
                                    "a loop over tensors on CPU), foreach, fused (sgd, adamw) or loop")
@@ -141,6 +184,10 @@ class TrainConfig:
     step_mode: str = _opt("eager", choices=("eager", "graph", "compile", "auto"),
                           doc="training attack: eager, CUDA graph, torch.compile, or auto "
                               "(graph on CUDA, eager elsewhere)")
+    ema_decay: float = _opt(0.0, min=0.0, max=0.999999, doc="EMA of the weights (timm's ModelEmaV3), "
+                                                             "updated every optimiser step; 0 = off")
+    ema_export: bool = _opt(False, doc="model.pt holds the EMA weights (model_raw.pt the trained ones); "
+                                       "else model.pt the trained ones and model_ema.pt the EMA")
     memory_format: str = _opt("auto", choices=MEMORY_FORMAT_CHOICES,
                               doc="weights and batches: channels_last (NHWC), contiguous (NCHW), or "
                                   "auto (channels_last on CUDA, contiguous elsewhere)")
@@ -172,6 +219,7 @@ class Config:
     preset: str = "default"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -311,6 +359,7 @@ def validate(cfg: Config) -> Config:
     if cfg.attack.name == "none" and objective_kind(cfg.objective.name).needs_attack:
         raise InputError(f"objective.name={cfg.objective.name!r} needs a training attack; set attack.name "
                          f"to one of {[k for k, v in TRAINING_ATTACKS.items() if v]}, or objective.name=plain")
+    _check_recipe(cfg)
     if cfg.train.precision == "fp16" and cfg.train.zero_stage > 0:
         # DeepSpeed scales an autocast fp16 loss at ZeRO-0 only; measured on the demo at ZeRO-2:
         # 6 of the first 8 steps had non-finite gradients and were skipped
@@ -318,6 +367,21 @@ def validate(cfg: Config) -> Config:
                          "loss scaling (DeepSpeed scales the fp16 loss at ZeRO-0 only), so fp16 gradients "
                          "overflow and their steps are lost; use train.precision=bf16, or train.zero_stage=0")
     return cfg
+
+
+def _check_recipe(cfg: Config) -> None:
+    """The cross-field rules of issue 22's recipe fields (TRADES' attack, APGD's step, EMA under ZeRO-3)."""
+    kind = objective_kind(cfg.objective.name)
+    if kind.attack_loss == "kl" and cfg.attack.name != "pgd":
+        raise InputError(f"objective.name={cfg.objective.name!r} trains on TRADES' attack, PGD on its KL term: "
+                         f"set attack.name=pgd (attack.steps, attack.alpha size it), not {cfg.attack.name!r}")
+    if cfg.attack.name == "apgd" and cfg.attack.warmup_epochs and cfg.attack.warmup != "eps":
+        raise InputError(f"attack.warmup={cfg.attack.warmup!r} ramps the step size, which APGD sets itself "
+                         "(2 eps, halved at its checkpoints); use attack.warmup=eps with attack.name=apgd")
+    if cfg.train.ema_decay and cfg.train.zero_stage == 3:
+        raise InputError("train.ema_decay needs every rank to hold the whole model, which ZeRO-3 partitions; "
+                         "use train.zero_stage <= 2 with the EMA (ZeRO-2 already shards the optimiser state "
+                         "and gradients), or train.ema_decay=0")
 
 
 def to_dict(cfg: Config) -> dict:

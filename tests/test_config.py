@@ -24,7 +24,7 @@ def test_layers_override_in_order():
 
 @pytest.mark.parametrize("override, message", [
     ("train.epoch=3", "unknown config field 'train.epoch'; did you mean epochs"),
-    ("objective.name=trades", "objective.name='trades' is not valid"),
+    ("objective.name=mart", "objective.name='mart' is not valid"),
     ("attack.eps=-1", "attack.eps=-1.0 must be >= 0"),
     ("train.epochs=two", "train.epochs: expected an integer"),
     ("train.deterministic=maybe", "train.deterministic: expected true/false"),

@@ -73,20 +73,35 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("zero_stage", [0, 3])  # ZeRO 1-3 optimiser state holds DeepSpeed classes
-def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, zero_stage):
-    unbroken = fit(small_cfg(tmp_path / "a", demo_root, "train.max_steps=7", f"train.zero_stage={zero_stage}"))
-    cfg = small_cfg(tmp_path / "b", demo_root, "train.max_steps=7", f"train.zero_stage={zero_stage}")
+# issue 22's recipe, each piece on: EMA, Mixup/CutMix, label smoothing, APGD-CE with an eps warm-up,
+# AdamW's betas and weight-decay exclusions
+RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "augment.mixup=0.8", "augment.cutmix=1.0",
+          "objective.label_smoothing=0.1", "attack.name=apgd", "attack.warmup_epochs=2", "optim.name=adamw",
+          "optim.lr=0.001", "optim.betas=[0.9,0.95]", "optim.no_decay_1d=true", "eval.subset=32"]
+
+
+@pytest.mark.parametrize("overrides", [["train.zero_stage=0"], ["train.zero_stage=3"], RECIPE],
+                         ids=["zero0", "zero3", "recipe"])  # ZeRO 1-3 optimiser state holds DeepSpeed classes
+def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, overrides):
+    unbroken = fit(small_cfg(tmp_path / "a", demo_root, "train.max_steps=7", *overrides))
+    cfg = small_cfg(tmp_path / "b", demo_root, "train.max_steps=7", *overrides)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, [StopAt(5)])  # killed mid-epoch, two steps after the checkpoint at step 3
     with pytest.raises(ValueError, match="--resume auto"):
         fit(cfg)  # a fresh start would clobber the interrupted run
     resumed = fit(cfg, resume="auto")
     assert resumed["step"] == unbroken["step"] == 7
-    a = torch.load(tmp_path / "a" / "run" / "model.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "b" / "run" / "model.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    exported = {}
+    for name in ["model.pt", "model_ema.pt"] if overrides is RECIPE else ["model.pt"]:
+        a, b = (torch.load(tmp_path / run / "run" / name, weights_only=True)["model"] for run in "ab")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        exported[name] = b
+    if overrides is RECIPE:  # the EMA is evaluated beside the trained weights, and is not them
+        report = json.loads((tmp_path / "b" / "run" / "eval.json").read_text())
+        assert report["accuracy_ema"].keys() == report["accuracy"].keys()
+        raw, ema = exported["model.pt"], exported["model_ema.pt"]
+        assert not all(torch.equal(raw[k], ema[k]) for k in raw)
 
 
 def test_nan_loss_stops_with_a_loadable_checkpoint(tmp_path, demo_root, monkeypatch):

@@ -29,7 +29,7 @@ def test_warmup_cosine_and_step():
                                        ("rmsprop", torch.optim.RMSprop)])
 def test_optimisers_and_scheduler_step(name, cls):
     model = torch.nn.Linear(3, 2)
-    opt = build_optimizer(OptimConfig(name=name, lr=0.1, schedule="paper"), model.parameters())
+    opt = build_optimizer(OptimConfig(name=name, lr=0.1, schedule="paper"), model, 64)
     assert isinstance(opt, cls)
     sched = build_scheduler(opt, OptimConfig(name=name, lr=0.1, schedule="paper"), 1, 10)
     for _ in range(2):
@@ -46,7 +46,7 @@ def test_optimiser_implementations_give_the_same_steps(name):
     for impl in impls:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 2))
-        opt = build_optimizer(OptimConfig(name=name, lr=0.1, implementation=impl), model.parameters())
+        opt = build_optimizer(OptimConfig(name=name, lr=0.1, implementation=impl), model, 64)
         assert {k: opt.defaults.get(k) for k, v in IMPLEMENTATIONS[impl].items()} == IMPLEMENTATIONS[impl]
         for _ in range(3):
             opt.zero_grad()
@@ -62,6 +62,52 @@ def test_implementation_choices_and_fused_rmsprop_refused():
     assert set(choices) == set(IMPLEMENTATIONS)
     model = torch.nn.Linear(3, 2)
     with pytest.raises(ValueError, match="implementation=fused is not available for optim.name='rmsprop'"):
-        build_optimizer(OptimConfig(name="rmsprop", implementation="fused"), model.parameters())
+        build_optimizer(OptimConfig(name="rmsprop", implementation="fused"), model, 64)
     with pytest.raises(ValueError, match="use foreach or auto"):
         load_config("demo", ["optim.name=rmsprop", "optim.implementation=fused"])
+
+
+def _tiny_vit():
+    from aadscale import models
+    return models.build("timm/vit_tiny_patch16_224", 10, False, model_kwargs={
+        "img_size": 32, "depth": 2, "embed_dim": 32, "num_heads": 2})
+
+
+def test_weight_decay_exclusions_follow_timm():
+    model = _tiny_vit()
+    opt = build_optimizer(OptimConfig(name="adamw", weight_decay=0.05, no_decay_1d=True), model, 64)
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    names = dict(model.net.named_parameters())
+    assert len(decay) == len(names)  # every parameter once
+    for name, p in names.items():
+        excluded = p.ndim <= 1 or name.endswith(".bias") or name in ("pos_embed", "cls_token")
+        assert decay[id(p)] == (0.0 if excluded else 0.05), name
+    plain = build_optimizer(OptimConfig(name="adamw", weight_decay=0.05), model, 64)
+    assert [g["weight_decay"] for g in plain.param_groups] == [0.05]
+
+
+def test_layer_decay_scales_each_depth_and_the_schedule_keeps_the_ratios():
+    model = _tiny_vit()
+    cfg = OptimConfig(name="adamw", lr=1e-3, layer_decay=0.5, schedule="cosine", betas=[0.9, 0.95])
+    opt = build_optimizer(cfg, model, 64)
+    assert opt.defaults["betas"] == (0.9, 0.95)
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    net = model.net
+    # timm's ViT grouping: embeddings layer 0, block i layer i + 1, head last (depth 2: 4 layers)
+    assert scale[id(net.head.weight)] == 1.0
+    assert scale[id(net.blocks[1].attn.qkv.weight)] == 0.5
+    assert scale[id(net.blocks[0].attn.qkv.weight)] == 0.25
+    assert scale[id(net.patch_embed.proj.weight)] == 0.125
+    sched = build_scheduler(opt, cfg, 10, 100)
+    for _ in range(30):
+        opt.step()
+        sched.step()
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"] * lr_factor(cfg, 30, 10, 100))
+
+
+def test_learning_rate_per_base_size_scales_with_the_global_batch():
+    cfg = OptimConfig(name="sgd", lr=0.1, lr_base_size=512)
+    assert build_optimizer(cfg, torch.nn.Linear(3, 2), 1024).param_groups[0]["lr"] == pytest.approx(0.2)
+    assert build_optimizer(cfg, torch.nn.Linear(3, 2), 256).param_groups[0]["lr"] == pytest.approx(0.05)
+    assert build_optimizer(OptimConfig(name="sgd", lr=0.1), torch.nn.Linear(3, 2), 1024).param_groups[0]["lr"] == 0.1

@@ -12,6 +12,7 @@ from aadscale.attacks.ascent import check_inputs
 from aadscale.attacks.losses import ce_loss, dlr_loss
 from aadscale.attacks.threat import LinfStep
 from aadscale.errors import InputError
+from aadscale.labels import hard_labels
 from aadscale.models.modes import eval_mode
 
 
@@ -58,30 +59,32 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
         threat = LinfStep(x, eps, alpha=0.0)
         with torch.no_grad():  # an image the model already gets wrong counts as fooled
             found = _Found(x, model(x).argmax(1) != y)
-        loss_grad = functools.partial(_loss_grad, model, LOSSES[loss], y)
+        loss_grad = functools.partial(loss_and_grad, model, LOSSES[loss], y)
         for _ in range(restarts):
-            x_best, loss_best = _restart(loss_grad, threat, threat.random_perturb(x, generator), found,
+            x_best, loss_best = apgd_run(loss_grad, threat, threat.random_perturb(x, generator), found,
                                          eps=eps, steps=steps, marks=marks, rho=rho, momentum=momentum)
             found.keep_highest(x_best, loss_best)
     return found.adv
 
 
-def _loss_grad(model: nn.Module, loss_fn: Callable, y: torch.Tensor,
-               x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_and_grad(model: nn.Module, loss_fn: Callable, y: torch.Tensor,
+                  x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The per-image loss at ``x_adv``, its gradient in the input, and which images it fools."""
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
     value = loss_fn(logits, y)
     (grad,) = torch.autograd.grad(value.sum(), x_adv)
-    return value.detach(), grad, logits.argmax(1) != y
+    return value.detach(), grad, logits.argmax(1) != hard_labels(y)
 
 
-def _restart(loss_grad: LossGrad, threat: LinfStep, x_adv: torch.Tensor, found: _Found, *, eps: float,
-             steps: int, marks: set[int], rho: float, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+def apgd_run(loss_grad: LossGrad, threat: LinfStep, x_adv: torch.Tensor, found: _Found | None, *,
+             eps: float, steps: int, marks: set[int], rho: float,
+             momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run from ``x_adv``: its highest-loss point and loss per image (every iterate is
-    also offered to ``found``, which keeps the first one that fools each image)."""
+    also offered to ``found``, if given, which keeps the first one that fools each image)."""
     value, grad, fooled = loss_grad(x_adv)
-    found.record(x_adv, fooled)
+    if found is not None:
+        found.record(x_adv, fooled)
     size = _StepSize(eps, value)
     x_best, loss_best, grad_best = x_adv.clone(), value.clone(), grad.clone()
     x_prev, value_prev = x_adv.clone(), value.clone()
@@ -90,7 +93,8 @@ def _restart(loss_grad: LossGrad, threat: LinfStep, x_adv: torch.Tensor, found: 
         z = threat.project(x_adv + size.eta * grad.sign())
         x_prev, x_adv = x_adv, threat.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev))
         value, grad, fooled = loss_grad(x_adv)
-        found.record(x_adv, fooled)
+        if found is not None:
+            found.record(x_adv, fooled)
         size.increases += (value > value_prev).float()
         value_prev = value
         better = value > loss_best

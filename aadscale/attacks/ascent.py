@@ -8,21 +8,20 @@ from torch import nn
 
 from aadscale.attacks.threat import LinfStep, check_eps
 from aadscale.errors import InputError
+from aadscale.labels import check_targets
 from aadscale.models.modes import eval_mode
 
 # objective(x_adv) -> (per-sample loss to ascend, logits)
 AttackObjective = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
-def check_shapes(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
-    """Reject shapes, label dtypes and eps that would make an attack silently wrong (no device sync)."""
+def check_shapes(x: torch.Tensor, y: torch.Tensor, eps: float, soft: bool = False) -> None:
+    """Reject shapes, label dtypes and eps that would make an attack silently wrong (no device sync);
+    ``soft`` also takes soft targets [N, C] (a training attack under Mixup/CutMix)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
         raise InputError(f"x must be a float tensor [N, C, H, W], got "
                          f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0] \
-            or y.dtype.is_floating_point:
-        raise InputError(f"y must be integer labels of shape [{x.shape[0]}], got "
-                         f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}")
+    check_targets(y, x.shape[0], soft=soft)
     check_eps(eps)
 
 
@@ -33,9 +32,10 @@ def check_pixel_range(lo: torch.Tensor, hi: torch.Tensor) -> None:
                          "pass un-normalised images: normalisation is the model's first layer")
 
 
-def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
-    """Reject what would make an attack silently wrong: shapes, label dtype, eps, pixel range."""
-    check_shapes(x, y, eps)
+def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float, soft: bool = False) -> None:
+    """Reject what would make an attack silently wrong: shapes, label dtype, eps, pixel range
+    (``soft``: soft targets [N, C] are labels too)."""
+    check_shapes(x, y, eps, soft)
     check_pixel_range(*torch.aminmax(x.detach()))  # one sync per attack, not per step
 
 

@@ -164,7 +164,6 @@ class TrainingAttack:
     name: str
     summary: str
     fused: bool  # runs as ``aadscale.fused.AdversarialStep`` (PGD from a random start)
-    random_start: bool = True
     one_step: bool = False  # ignores attack.steps
     alpha_of_eps: float | None = None  # a fixed step size as a multiple of eps
 
@@ -185,8 +184,10 @@ TRAINING_ATTACKS: dict[str, TrainingAttack | None] = {
     "pgd": TrainingAttack("pgd", "PGD-k from a random start (Madry et al.)", fused=True),
     "fgsm_rs": TrainingAttack("fgsm_rs", "FGSM from a random start, one step of 1.25 eps (Wong et al.)",
                               fused=True, one_step=True, alpha_of_eps=1.25),
-    "step_ll": TrainingAttack("step_ll", "k StepLL steps toward the least-likely class", fused=False,
-                              random_start=False),
+    "step_ll": TrainingAttack("step_ll", "k StepLL steps toward the least-likely class", fused=False),
+    "apgd": TrainingAttack("apgd", "APGD-CE from the clean image, its highest-loss point (Singh et al. 2023: "
+                                   "2 steps; the step size is APGD's own, 2 eps halved at checkpoints)",
+                           fused=False),
     "none": None,  # plain training: no adversarial twin
 }
 

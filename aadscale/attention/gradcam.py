@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from aadscale.errors import InputError
+from aadscale.labels import check_targets, class_score
 
 
 class CamOutput(NamedTuple):
@@ -74,18 +75,15 @@ def cam_from_activations(acts: torch.Tensor, score: torch.Tensor, create_graph: 
     return cam if create_graph else cam.detach()
 
 
-def _check_target(target: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
-    target = torch.as_tensor(target)
-    if target.dim() != 1 or target.shape[0] != n or target.dtype.is_floating_point:
-        raise InputError(f"target must be an integer tensor of shape [{n}], "
-                         f"got {target.dtype} {tuple(target.shape)}")
-    return target
-
-
 def forward_with_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
                      layer: str | None = None, create_graph: bool = False,
                      weights: str = "full") -> CamOutput:
-    """One forward pass giving both the logits and the Grad-CAM of ``target`` (None: predicted)."""
+    """One forward pass giving both the logits and the Grad-CAM of ``target`` (None: predicted).
+
+    A soft target [N, C] (Mixup/CutMix) explains the target-weighted score sum_c t_c y^c: with
+    t = lam e_a + (1 - lam) e_b the channel weights are lam alpha^a + (1 - lam) alpha^b, both
+    labels weighted by the mix (the map, after its ReLU, is not the weighted sum of the two maps).
+    """
     if x.dim() != 4:
         raise InputError(f"x must be a batch [N, C, H, W], got shape {tuple(x.shape)}")
     with capture(model, layer) as cap, torch.enable_grad():
@@ -94,8 +92,10 @@ def forward_with_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
         logits = model(x)
         if cap.output is None:
             raise InputError("the Grad-CAM layer was not called in the forward pass")
-        target = logits.argmax(1) if target is None else _check_target(target, x.shape[0], logits.shape[1])
-        score = logits.gather(1, target.to(logits.device).view(-1, 1)).sum()
+        if target is None:
+            target = logits.argmax(1)
+        check_targets(target, x.shape[0], where="target")
+        score = class_score(logits, target.to(logits.device)).sum()
         cam = cam_from_activations(cap.output, score, create_graph, weights)
     return CamOutput(cam, logits if create_graph else logits.detach())
 

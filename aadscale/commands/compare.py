@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from aadscale.errors import InputError
-from aadscale.evaluate.compare import OBJECTIVES, PAPER_COLUMNS, STRONG_COLUMNS, CompareOptions, compare
+from aadscale.evaluate.compare import (DEFAULT_OBJECTIVES, OBJECTIVES, PAPER_COLUMNS, STRONG_COLUMNS, CompareOptions,
+                                       compare)
 
 
 def _names(text: str) -> list[str]:
@@ -34,7 +35,8 @@ def register(sub) -> None:
     """Add the ``compare`` sub-command."""
     p = sub.add_parser("compare", help="train each objective x seed the same way and compare their robustness")
     p.add_argument("--preset", default="demo", help="preset every run starts from (name or .yaml)")
-    p.add_argument("--objectives", default=",".join(OBJECTIVES))
+    p.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES),
+                   help=f"comma-separated, from {', '.join(OBJECTIVES)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="runs/compare", help="folder of the runs and the summary (reused: "
                    "finished runs and evaluations are not repeated)")

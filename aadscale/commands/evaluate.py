@@ -34,6 +34,11 @@ def add_model_args(p: argparse.ArgumentParser, positional: bool = False) -> None
                    "(aadscale.models.list_models()) or timm/<arch>")
     p.add_argument("--num-classes", type=int, help="class count of a bare state_dict (1000 with "
                    "--protocol robustbench)")
+    p.add_argument("--stem", default="patch", choices=("patch", "convstem"),
+                   help="with --model timm/<ConvNeXt or ViT>: Singh et al. 2023's ConvStem (model.stem)")
+    p.add_argument("--normalization", default="auto", choices=("auto", "none"),
+                   help="of --weights: auto (the file's normalize.* statistics, else the model's own) or "
+                        "none (the network takes [0, 1] pixels, as Singh et al.'s ConvStem models)")
     p.add_argument("--in-channels", type=int, default=3, choices=(1, 3))
     p.add_argument("--torchvision", metavar="NAME", help="a torchvision network, e.g. resnet50")
     p.add_argument("--pretrained", action="store_true",
@@ -54,7 +59,8 @@ def model_from_args(args: argparse.Namespace, checkpoint: str | None = None) -> 
     return load_model(checkpoint if checkpoint is not None else weights_path(args),
                       model_name=args.model, num_classes=args.num_classes or protocol_classes,
                       in_channels=args.in_channels, torchvision=args.torchvision,
-                      pretrained=args.pretrained, device=args.device)
+                      pretrained=args.pretrained, device=args.device, stem=args.stem,
+                      normalization=args.normalization)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from aadscale.data.arrays import read_cifar10, read_mnist
-from aadscale.data.augment import AUGMENTS, default_val_resize, train_transform, val_transform
+from aadscale.data.augment import (AUGMENTS, default_val_resize, effective_color_jitter, rand_augment,
+                                   train_transform, val_transform)
 from aadscale.data.demo import DEFAULT_DEMO_ROOT, ensure_demo_data
 from aadscale.data.loader import Loader
 from aadscale.data.sources import list_images
@@ -72,9 +73,25 @@ def _resolve(root, dataset: str, image_size: int, val_resize: int, augment: str 
     return root, augment, resize
 
 
-def _transform(train: bool, augment: str, resize: int, image_size: int):
-    return (functools.partial(train_transform, augment=augment, size=image_size) if train
+def _transform(train: bool, augment: str, resize: int, image_size: int, **policy):
+    return (functools.partial(train_transform, augment=augment, size=image_size, **policy) if train
             else functools.partial(val_transform, resize=resize, size=image_size))
+
+
+def _policy(train: bool, image_size: int, spec: str, color_jitter: float, erasing: float) -> dict:
+    """The per-image policy of a training loader (none for validation): timm's RandAugment or None,
+    the colour jitter timm keeps beside it, the erasing probability; InputError for bad values."""
+    policy = rand_augment(spec, image_size)  # checked for validation loaders too: the spec is wrong either way
+    if color_jitter < 0 or not 0 <= erasing <= 1:
+        raise InputError(f"need color_jitter >= 0 and 0 <= erasing <= 1; got color_jitter={color_jitter}, "
+                         f"erasing={erasing}")
+    if not train:
+        return {}
+    jitter = effective_color_jitter(spec, color_jitter)
+    if jitter != color_jitter:
+        log.warning("color_jitter=%g is off beside rand_augment=%r, as in timm (which keeps it only "
+                    "beside its '3a' op sets)", color_jitter, spec)
+    return dict(rand_augment=policy, color_jitter=jitter, erasing=erasing)
 
 
 class IndexedDataset(Dataset):
@@ -113,7 +130,8 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
                  image_size: int, rank: int = 0, world_size: int = 1, dataset: str = "folder",
                  train: bool | None = None, seed: int = 0, workers: int = 2, val_resize: int = 0,
                  augment: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 memory_format: str = "contiguous") -> Loader:
+                 memory_format: str = "contiguous", rand_augment: str = "", color_jitter: float = 0.0,
+                 erasing: float = 0.0) -> Loader:
     """Batches of ``(images float32 [0, 1] NCHW, labels int64)`` of ``split`` for ``rank`` of ``world_size``.
 
     ``batch_size`` is per rank. ``train`` (default: split starts with 'train') shuffles from
@@ -125,6 +143,10 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     directly; the torch backend always hands over NCHW batches (pinned when CUDA is there),
     which the copy to the device converts (``Tensor.to(device, memory_format=...)``), so the
     layout never costs a host copy.
+    Training loaders only (ignored for validation), after crop and flip, in timm's order:
+    ``rand_augment`` (timm's RandAugment spec, e.g. 'rand-m9-mstd0.5-inc1'; '' = off),
+    ``color_jitter`` (brightness, contrast and saturation factor; off beside RandAugment, as in
+    timm), ``erasing`` (probability of one random box filled with uniform noise in [0, 1]).
     """
     if batch_size < 1 or not 0 <= rank < world_size:
         raise InputError(f"need batch_size >= 1 and 0 <= rank < world_size; got "
@@ -134,7 +156,8 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
     root, augment, resize = _resolve(root, dataset, image_size, val_resize, augment)
     train = split.startswith("train") if train is None else train
     name = resolve_backend(backend, dataset)
-    transform = _transform(train, augment, resize, image_size)  # torch backend
+    policy = _policy(train, image_size, rand_augment, color_jitter, erasing)
+    transform = _transform(train, augment, resize, image_size, **policy)  # torch backend
     common = dict(batch_size=batch_size, rank=rank, world_size=world_size, train=train, seed=seed)
     if dataset in ARRAY_READERS:
         samples = ARRAY_READERS[dataset](root, split)
@@ -150,7 +173,7 @@ def build_loader(root: str | os.PathLike, split: str, *, backend: str = "torch",
             loader = DaliLoader(files, device=name.removeprefix("dali-"), workers=workers,
                                 augment=augment, image_size=image_size, resize=resize,
                                 cache_dir=Path(cache_dir) if cache_dir else None,
-                                memory_format=memory_format, classes=files.classes, **common)
+                                memory_format=memory_format, classes=files.classes, **policy, **common)
     log.info("data backend %s%s: %s split %r of %s, rank %d/%d, %d samples, %d batches of %d",
              name, " (auto)" if backend == "auto" else "", dataset, split, root, rank, world_size,
              loader.num_samples, len(loader), batch_size)

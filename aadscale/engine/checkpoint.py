@@ -18,6 +18,7 @@ from aadscale.errors import InputError
 
 LATEST = "latest"
 CLIENT_JSON = "client_state.json"  # the client state again, readable before DeepSpeed loads anything
+EMA_FILE = "ema.pt"  # the EMA of the weights (train.ema_decay), written by rank 0
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")  # DeepSpeed's ZeRO shards, our RNG files
 
 
@@ -110,15 +111,18 @@ class Checkpointer:
                              "to start over or restore the folder")
         return tag
 
-    def save(self, engine, tag: str, client_state: dict, generator: torch.Generator) -> Path:
-        """Write this rank's RNG and buffers, the client state as JSON (rank 0), then DeepSpeed's state
-        (collective), then point ``latest`` at it."""
+    def save(self, engine, tag: str, client_state: dict, generator: torch.Generator,
+             ema: torch.nn.Module | None = None) -> Path:
+        """Write this rank's RNG and buffers, the client state as JSON and the EMA of the weights
+        (rank 0: every rank holds the same), then DeepSpeed's state (collective), then point ``latest`` at it."""
         folder = self.directory / tag
         folder.mkdir(parents=True, exist_ok=True)
         own = {**rng_state(generator), "buffers": rank_buffers(engine.module)}
         atomic_torch_save(own, folder / f"rng_rank{self.ctx.rank}.pt")
         if self.ctx.is_main:
             atomic_write_text(folder / CLIENT_JSON, json.dumps(client_state, indent=1) + "\n")
+            if ema is not None:
+                atomic_torch_save(ema.state_dict(), folder / EMA_FILE)
         engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
         barrier()
         if self.ctx.is_main:
@@ -141,8 +145,9 @@ class Checkpointer:
         path = self.folder(tag) / CLIENT_JSON
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def load(self, engine, tag: str, generator: torch.Generator) -> dict:
-        """Restore model, optimiser, scheduler, this rank's RNG and buffers; return the loop's client state."""
+    def load(self, engine, tag: str, generator: torch.Generator, ema: torch.nn.Module | None = None) -> dict:
+        """Restore model, optimiser, scheduler, this rank's RNG and buffers, the EMA if given; return the
+        loop's client state."""
         folder = self.folder(tag)
         engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
         path, client = engine.load_checkpoint(str(self.directory), tag=tag)
@@ -155,6 +160,11 @@ class Checkpointer:
         own = torch.load(rng_file, weights_only=True)
         set_rng_state(own, generator)
         load_rank_buffers(engine.module, own.get("buffers", {}))  # checkpoints before 2026-11-30 have none
+        if ema is not None:
+            if not (folder / EMA_FILE).is_file():
+                raise InputError(f"{folder} holds no EMA of the weights ({EMA_FILE}): it was trained without "
+                                 "train.ema_decay; resume with train.ema_decay=0, or start a new run")
+            ema.load_state_dict(torch.load(folder / EMA_FILE, weights_only=True))
         return client
 
     def _prune(self, newest: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -46,15 +46,16 @@ def grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def step_tensors(engine) -> tuple[dict[Key, torch.Tensor], dict]:
+def step_tensors(engine, extra: Sequence[torch.Tensor] = ()) -> tuple[dict[Key, torch.Tensor], dict]:
     """What a DeepSpeed step writes, by memory: the model's parameters (ZeRO-3: this rank's partition)
-    and buffers, the base optimiser's parameters (ZeRO's float32 partitions) and state; and that state."""
+    and buffers, the base optimiser's parameters (ZeRO's float32 partitions) and state, and ``extra``
+    (the EMA of the weights); and that state."""
     base = getattr(engine.optimizer, "optimizer", engine.optimizer)  # ZeRO wraps the torch optimiser
     model = itertools.chain((getattr(p, "ds_tensor", p) for p in engine.module.parameters()),
                             engine.module.buffers())
     params = (p for group in base.param_groups for p in group["params"])
     state = (v for s in base.state.values() for v in s.values() if torch.is_tensor(v))
-    return {_key(t): t for t in itertools.chain(model, params, state) if t.numel()}, base.state
+    return {_key(t): t for t in itertools.chain(model, params, state, extra) if t.numel()}, base.state
 
 
 class NonFiniteGuard:
@@ -69,8 +70,8 @@ class NonFiniteGuard:
     (AdamW's step counts stay on the CPU of a GPU run) is copied on the host at every mark.
     """
 
-    def __init__(self, engine, device: torch.device) -> None:
-        self.engine, self.device = engine, device
+    def __init__(self, engine, device: torch.device, extra: Sequence[torch.Tensor] = ()) -> None:
+        self.engine, self.device, self.extra = engine, device, list(extra)
         self.first = torch.full((), -1, dtype=torch.int64, device=device)
         self.what = torch.zeros((), dtype=torch.int64, device=device)
         self.loss = torch.zeros((), device=device)
@@ -86,7 +87,7 @@ class NonFiniteGuard:
         self._step = step
         self._bad.zero_()
         frozen = self.first >= 0
-        live, _ = step_tensors(self.engine)
+        live, _ = step_tensors(self.engine, self.extra)
         copies, off_device = {}, {}
         for key, t in live.items():
             if t.device != self.device:
@@ -136,7 +137,7 @@ class NonFiniteGuard:
     def restore(self, step: int) -> Any:
         """Restore the state before ``step`` (a verdict's), drop optimiser state made later, return its host state."""
         host, off_device = self._marks[step]
-        live, state = step_tensors(self.engine)
+        live, state = step_tensors(self.engine, self.extra)
         restored = set()
         for key, t in live.items():
             copy, made = self._copies.get(key, (None, step + 1))

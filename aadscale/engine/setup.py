@@ -53,7 +53,9 @@ def build_data(cfg: Config, ctx: DistContext, root: str, layout: str):
                   world_size=ctx.world_size, dataset=cfg.data.dataset, seed=cfg.train.seed,
                   workers=cfg.data.workers, val_resize=cfg.data.val_resize,
                   memory_format=layout)
-    train = build_loader(root, cfg.data.train_split, batch_size=micro, **common)
+    policy = dict(rand_augment=cfg.augment.rand_augment, color_jitter=cfg.augment.color_jitter,
+                  erasing=cfg.augment.erasing)
+    train = build_loader(root, cfg.data.train_split, batch_size=micro, **policy, **common)
     val = build_loader(root, cfg.data.val_split, batch_size=cfg.eval.batch_size, train=False, **common)
     if train.num_classes != cfg.model.num_classes:
         raise InputError(f"the data at {root} has {train.num_classes} classes but "
@@ -74,7 +76,7 @@ def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
     """The model under DeepSpeed, its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
     import deepspeed
     model = models.build_from_config(cfg.model).to(ctx.device)
-    optimizer = build_optimizer(cfg.optim, model.parameters())
+    optimizer = build_optimizer(cfg.optim, model, cfg.data.batch_size)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
     ds_cfg = (load_user_config(deepspeed_config_path, cfg, ctx.world_size) if deepspeed_config_path
               else deepspeed_config(cfg, ctx.world_size))
@@ -91,15 +93,31 @@ def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
     return engine, scheduler
 
 
-def export_model(engine, cfg: Config, classes: list[str], path: Path, ctx: DistContext) -> None:
-    """A plain float32 state_dict plus the config and the class names, gathered from ZeRO-3 shards where needed."""
+def build_ema(cfg: Config, module: torch.nn.Module):
+    """The EMA of the weights (timm's ``ModelEmaV3``, parameters and buffers) when ``train.ema_decay`` > 0."""
+    if not cfg.train.ema_decay:
+        return None
+    from timm.utils import ModelEmaV3
+    return ModelEmaV3(module, decay=cfg.train.ema_decay)
+
+
+def _write_model(module: torch.nn.Module, cfg: Config, classes: list[str], path: Path) -> None:
+    state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    atomic_torch_save({"model": state, "config": to_dict(cfg), "classes": classes}, path)
+
+
+def export_model(engine, cfg: Config, classes: list[str], folder, ctx: DistContext, ema=None) -> None:
+    """A plain float32 state_dict plus the config and the class names, gathered from ZeRO-3 shards where
+    needed: the trained weights as model.pt and the EMA as model_ema.pt, or with ``train.ema_export``
+    the EMA as model.pt and the trained weights as model_raw.pt."""
     import deepspeed
     module = engine.module
+    raw, averaged = (folder.raw_model_path, folder.model_path) if cfg.train.ema_export else \
+        (folder.model_path, folder.ema_model_path)
     with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None,
                                            enabled=cfg.train.zero_stage == 3):
         if ctx.is_main:
-            state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
-            atomic_torch_save({"model": state, "config": to_dict(cfg), "classes": classes}, path)
+            _write_model(module, cfg, classes, raw if ema is not None else folder.model_path)
+            if ema is not None:
+                _write_model(ema.module, cfg, classes, averaged)
     barrier()
-
-

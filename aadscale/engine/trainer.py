@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -20,14 +20,16 @@ from aadscale.engine.callbacks import Callback, StepInfo
 from aadscale.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from aadscale.engine.guard import NonFiniteGuard
 from aadscale.engine.resume import check_resume_classes, check_resume_config, describe_changes, read_saved_run
-from aadscale.engine.setup import build_data, build_engine, data_root, export_model, seed_everything
-from aadscale.engine.step import TrainingAttackStep, build_training_attack, compute_loss
+from aadscale.data.mix import build_mix
+from aadscale.engine.setup import build_data, build_ema, build_engine, data_root, export_model, seed_everything
+from aadscale.engine.step import TrainingAttackStep, build_training_attack, compute_loss, warmed_budget
 from aadscale.errors import InputError
 from aadscale.evaluate import robust_accuracy
+from aadscale.labels import hard_labels
 from aadscale.memory_format import MEMORY_FORMATS, resolve_memory_format
 from aadscale.models.modes import eval_mode
 from aadscale.objectives import build_objective
-from aadscale.objectives.registry import Objective
+from aadscale.objectives.registry import Objective, objective_kind
 from aadscale.tracking import Progress, RunFolder, TBLogger, cam_grid, default_run_name, flatten
 
 log = logging.getLogger("aadscale.engine")
@@ -78,6 +80,8 @@ class Run:
     tb: TBLogger
     bar: Progress | None
     guard: NonFiniteGuard | None = None
+    mix: Callable | None = None  # Mixup/CutMix of the device batch (timm's Mixup)
+    ema: torch.nn.Module | None = None  # the EMA of the weights (timm's ModelEmaV3)
     callbacks: Sequence[Callback] = ()
     pos: Position = field(default_factory=Position)
     window: Window = field(default_factory=Window)
@@ -122,9 +126,13 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     run = Run(cfg, ctx, folder, checkpointer, train_loader, val_loader, engine, scheduler, generator,
               attack=None, objective=build_objective(**dataclasses.asdict(cfg.objective)), layout=layout,
               max_steps=cfg.train.max_steps or steps_per_epoch * cfg.train.epochs,
-              tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, callbacks=callbacks)
+              tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, callbacks=callbacks,
+              mix=build_mix(cfg.augment.mixup, cfg.augment.cutmix, prob=cfg.augment.mix_prob,
+                            switch=cfg.augment.mix_switch, num_classes=cfg.model.num_classes,
+                            micro_batch=train_loader.batch_size),
+              ema=build_ema(cfg, engine.module))
     if tag:
-        client = checkpointer.load(engine, tag, generator)
+        client = checkpointer.load(engine, tag, generator, run.ema)
         load_position(run, client)
         run.saved_at = run.pos.step
         if ctx.is_main:
@@ -133,12 +141,18 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     if ctx.is_main:
         folder.record_config(cfg, f"resume-{tag}" if tag else "start")
         folder.write_json("classes", train_loader.classes)
-    run.attack = build_training_attack(run.net, cfg.attack, mode=cfg.train.step_mode)
+    run.attack = build_training_attack(run.net, cfg.attack, mode=cfg.train.step_mode,
+                                       loss=objective_kind(cfg.objective.name).attack_loss)
     run.bar = Progress(total=run.max_steps, initial=run.pos.step, enabled=ctx.is_main, desc=folder.path.name,
                        log_every=cfg.log.scalar_every)
-    run.guard = NonFiniteGuard(engine, ctx.device)
+    run.guard = NonFiniteGuard(engine, ctx.device, extra=ema_tensors(run.ema))
     run.guard.mark(run.pos.step, loop_state(run))
     return run
+
+
+def ema_tensors(ema: torch.nn.Module | None) -> list[torch.Tensor]:
+    """The EMA's parameters and buffers (the guard restores them with the weights)."""
+    return [] if ema is None else [*ema.module.parameters(), *ema.module.buffers()]
 
 
 def position(run: Run) -> dict:
@@ -189,7 +203,7 @@ def save(run: Run, tag: str) -> Path:
     if run.attack is not None:
         run.attack.check_pixels()  # never save a state trained on out-of-range pixels unnoticed
     client = {**position(run), "config": to_dict(run.cfg), "classes": run.train_loader.classes}
-    folder = run.checkpointer.save(run.engine, tag, client, run.generator)
+    folder = run.checkpointer.save(run.engine, tag, client, run.generator, run.ema)
     for cb in run.callbacks:
         cb.on_checkpoint(run.info(checkpoint=folder))
     return folder
@@ -214,6 +228,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.
     if boundary:
         if not run.engine.was_step_applied():
             run.guard.flag_skipped()
+        elif run.ema is not None:
+            run.ema.update(run.net, step=run.pos.step + 1)  # timm's count: the first update copies the weights
         run.guard.close_step()
     return out, x_adv, boundary
 
@@ -251,6 +267,11 @@ def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | Non
 def train_one_epoch(run: Run) -> bool:
     """Train through the rest of the current epoch; False if ``train.max_steps`` ended it early."""
     run.train_loader.set_epoch(run.pos.epoch)
+    if run.attack is not None and run.cfg.attack.warmup_epochs:
+        eps, alpha = warmed_budget(run.cfg.attack, run.pos.epoch)
+        run.attack.set_budget(eps, alpha)
+        if run.ctx.is_main:
+            log.info("epoch %d: training attack at eps %.4g, step %.4g (warm-up)", run.pos.epoch, eps, alpha)
     memory_format = MEMORY_FORMATS[run.layout]
     t_data = time.perf_counter()
     for x, y in run.train_loader:
@@ -258,6 +279,8 @@ def train_one_epoch(run: Run) -> bool:
         # the one layout conversion, on the device (a no-op for DALI's channels_last batches)
         x = x.to(run.ctx.device, non_blocking=True, memory_format=memory_format)
         y = y.to(run.ctx.device, non_blocking=True)
+        if run.mix is not None:
+            x, y = run.mix(x, y)
         out, x_adv, updated = train_step(run, x, y)
         if updated:
             after_update(run, out, x, x_adv, y)
@@ -275,8 +298,9 @@ def end_of_epoch(run: Run) -> None:
     evaluated = bool(cfg.eval.every_epochs and run.pos.epoch % cfg.eval.every_epochs == 0
                      and run.pos.epoch < cfg.train.epochs)
     if evaluated:
-        run.metrics.update({f"eval/{k}": v for k, v in evaluate(run.net, run.val_loader, cfg, run.ctx).items()})
-        run.tb.scalars({k: v for k, v in run.metrics.items() if k.startswith("eval/")}, run.pos.step)
+        for prefix, model in evaluated_models(run).items():
+            run.metrics.update({f"{prefix}/{k}": v for k, v in evaluate(model, run.val_loader, cfg, run.ctx).items()})
+        run.tb.scalars({k: v for k, v in run.metrics.items() if k.startswith("eval")}, run.pos.step)
     save(run, f"epoch{run.pos.epoch}")
     run.guard.mark(run.pos.step, loop_state(run))  # the next step starts the next epoch
     for cb in run.callbacks:
@@ -289,12 +313,16 @@ def finish(run: Run) -> dict:
     stop_if_nonfinite(run)
     if run.saved_at != pos.step:
         save(run, f"step{pos.step}")
-    final = evaluate(run.net, run.val_loader, cfg, run.ctx)
-    run.tb.scalars({f"eval/{k}": v for k, v in final.items()}, pos.step)
+    results = {prefix: evaluate(model, run.val_loader, cfg, run.ctx) for prefix, model in evaluated_models(run).items()}
+    final = results["eval"]
+    for prefix, accuracy in results.items():
+        run.tb.scalars({f"{prefix}/{k}": v for k, v in accuracy.items()}, pos.step)
     if run.ctx.is_main:
-        run.folder.write_json("eval", {"step": pos.step, "epoch": pos.epoch, "eps": cfg.eval.eps, "accuracy": final})
+        ema = {"accuracy_ema": results["eval_ema"]} if "eval_ema" in results else {}
+        run.folder.write_json("eval", {"step": pos.step, "epoch": pos.epoch, "eps": cfg.eval.eps, "accuracy": final,
+                                       **ema})
         run.tb.hparams(flatten(to_dict(cfg)), {f"hparam/{k}": v for k, v in final.items() if k != "n"})
-    export_model(run.engine, cfg, run.train_loader.classes, run.folder.model_path, run.ctx)
+    export_model(run.engine, cfg, run.train_loader.classes, run.folder, run.ctx, run.ema)
     return {"step": pos.step, "epoch": pos.epoch, "eval": final, "run_dir": str(run.folder.path),
             "train": run.metrics}
 
@@ -321,6 +349,11 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
         run.tb.close()
 
 
+def evaluated_models(run: Run) -> dict[str, torch.nn.Module]:
+    """What an evaluation attacks, by metric prefix: the trained weights (``eval``) and their EMA (``eval_ema``)."""
+    return {"eval": run.net, **({"eval_ema": run.ema.module} if run.ema is not None else {})}
+
+
 def evaluate(model: torch.nn.Module, val_loader: Loader, cfg: Config, ctx: DistContext) -> dict[str, float]:
     """Robust accuracy on a fixed subset of the validation split, summed over ranks, ``worst`` included."""
     per_rank = math.ceil(cfg.eval.subset / ctx.world_size / cfg.eval.batch_size)
@@ -341,7 +374,7 @@ def reduce_terms(out: dict[str, torch.Tensor], y: torch.Tensor, world_size: int)
     for name in ("logits_clean", "logits_adv"):
         if name in out:
             keys.append("acc_" + name.split("_")[1])
-            values.append((out[name].argmax(1) == y).float().mean())
+            values.append((out[name].argmax(1) == hard_labels(y)).float().mean())
     return dict(zip(keys, (sum_over_ranks(torch.stack(values).double()) / world_size).tolist()))
 
 

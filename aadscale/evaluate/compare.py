@@ -31,6 +31,8 @@ log = logging.getLogger("aadscale.compare")
 
 # the objective registry's names, each "+aad" right after its base (stable sort on the base's place)
 OBJECTIVES = tuple(sorted(REGISTERED, key=lambda name: list(REGISTERED).index(name.split("+")[0])))
+# compared unless --objectives says otherwise: issue 14's study (TRADES came later, with issue 22)
+DEFAULT_OBJECTIVES = ("plain", "madry", "madry+aad", "alp", "alp+aad")
 PAPER_COLUMNS = ("clean", "fgsm", "pgd20", "cw20", "a3pgd10")
 STRONG_COLUMNS = ("pgd20x3", "apgd50", "apgd_dlr50", "square500")
 IOU_ATTACK = "pgd20"
@@ -40,7 +42,7 @@ IOU_ATTACK = "pgd20"
 class CompareOptions:
     """What to train and how to attack it; the same for every objective and seed."""
     preset: str = "demo"
-    objectives: Sequence[str] = OBJECTIVES
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES
     seeds: Sequence[int] = (0, 1, 2)
     out: str = "runs/compare"
     overrides: list[str] = field(default_factory=list)

@@ -36,18 +36,22 @@ class LoadedModel:
 
 def load_model(checkpoint: str | Path | None = None, *, model_name: str | None = None,
                num_classes: int | None = None, in_channels: int = 3, torchvision: str | None = None,
-               pretrained: bool = False, device: str | torch.device = "cpu") -> LoadedModel:
+               pretrained: bool = False, device: str | torch.device = "cpu", stem: str = "patch",
+               normalization: str = "auto") -> LoadedModel:
     """Build the model to evaluate from exactly one source.
 
     - ``checkpoint`` holding ``{"model": state_dict, "config": <to_dict(cfg)>, "classes": [...]}``
       (the engine's export): the architecture comes from the config;
     - ``checkpoint`` holding a bare state_dict or model-zoo weights (``aadscale.models.zoo``: under
       ``state_dict``, ``module.``/``model.`` prefixes, the zoo's ``normalize.*`` statistics used as
-      the model's normalisation): give ``model_name`` and ``num_classes``;
+      the model's normalisation, or none with ``normalization="none"``): give ``model_name`` and
+      ``num_classes`` (and ``stem="convstem"`` for a ConvStem model);
     - ``torchvision="resnet50"`` (or another name with torchvision weights): random
       weights, or torchvision's ImageNet weights with ``pretrained`` (needs the network).
     Files are read with ``torch.load(..., weights_only=True)``.
     """
+    if normalization not in ("auto", "none"):
+        raise InputError(f"normalization={normalization!r} must be 'auto' or 'none'")
     if (checkpoint is None) == (torchvision is None):
         raise InputError("give exactly one of a checkpoint path or --torchvision NAME")
     if torchvision is not None:
@@ -70,7 +74,13 @@ def load_model(checkpoint: str | Path | None = None, *, model_name: str | None =
             raise InputError(f"{path} is a bare state_dict without a config; "
                              "give --model NAME --num-classes K")
         zoo = zoo_weights(obj, str(path))
-        model = models.build(model_name, num_classes, in_channels=in_channels, mean=zoo.mean, std=zoo.std)
+        mean, std = zoo.mean, zoo.std
+        if normalization == "none":
+            if mean is not None:
+                raise InputError(f"{path} carries its normalisation (normalize.mean {mean}, normalize.std {std}); "
+                                 "drop --normalization none")
+            mean, std = [0.0] * in_channels, [1.0] * in_channels
+        model = models.build(model_name, num_classes, in_channels=in_channels, mean=mean, std=std, stem=stem)
         state = zoo.state
     load_state(model, state, str(path))
     return LoadedModel(model.to(device).eval(), cfg, f"{path.name} ({model_name}, {num_classes} classes)",

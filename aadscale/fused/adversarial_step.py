@@ -51,7 +51,9 @@ class AdversarialStep:
     elsewhere). ``other_shapes``: a batch of a new shape is captured too (``capture``) or
     runs eagerly (``eager``; e.g. the smaller last batch). ``cams=False`` skips the maps.
     ``precision`` ``bf16``/``fp16`` runs the step's forwards under autocast (``attack.precision``,
-    for a training attack only); ``fp32`` (default) in float32.
+    for a training attack only); ``fp32`` (default) in float32. ``model_mode``: the model's mode
+    during PGD (``attack.model_mode``; the maps are always eval-mode). ``set_budget`` changes eps
+    and the step size (an attack warm-up): graphs and compiled code are made again for them.
 
     The first call checks the pixel range at once (one device sync); later calls only record
     it on the device, and ``check_pixels()`` raises the same error for them where the caller
@@ -60,7 +62,8 @@ class AdversarialStep:
 
     def __init__(self, model: nn.Module, *, eps: float, steps: int, alpha: float | None = None,
                  mode: str = "eager", layer: str | None = None, cams: bool = True,
-                 other_shapes: str = "capture", warmup: int = 3, precision: str = "fp32") -> None:
+                 other_shapes: str = "capture", warmup: int = 3, precision: str = "fp32",
+                 model_mode: str = "eval") -> None:
         if steps < 1:
             raise InputError(f"steps={steps} must be >= 1")
         alpha = default_alpha(eps, steps) if alpha is None else alpha
@@ -70,26 +73,32 @@ class AdversarialStep:
             raise InputError(f"other_shapes={other_shapes!r} must be one of {list(OTHER_SHAPES)}")
         if warmup < 1:
             raise InputError(f"warmup={warmup} must be >= 1 (capture needs a warmed-up autograd)")
-        self.model, self.eps, self.cams, self.layer = model, eps, cams, layer
+        self.model, self.cams, self.layer, self.steps, self.model_mode = model, cams, layer, steps, model_mode
         self.requested, self.other_shapes, self.warmup = mode, other_shapes, warmup
         device = next(model.parameters()).device
         self.mode = resolve_mode(mode, device, is_zero3_partitioned(model))
         self.dtype = autocast_dtype(precision)
-        self._pgd = functools.partial(pgd_last, model, eps=eps, alpha=alpha, steps=steps, dtype=self.dtype)
-        self._fn = functools.partial(pgd_with_cams, model, eps=eps, alpha=alpha, steps=steps,
-                                     layer=layer, cams=cams, dtype=self.dtype)
         self._pixels: tuple[torch.Tensor, torch.Tensor] | None = None  # running (min, max) on the device
+        self._pool = None
+        self.set_budget(eps, alpha)
+        log.info("adversarial step: mode %s (asked %s) on %s, PGD-%d, maps %s, %s, model in %s mode",
+                 self.mode, mode, device, steps, "on" if cams else "off", precision, model_mode)
+
+    def set_budget(self, eps: float, alpha: float) -> None:
+        """Attack with radius ``eps`` and step ``alpha`` from the next call on (captured graphs and
+        compiled code are dropped: the sizes are constants in them)."""
+        self.eps = eps
+        common = dict(eps=eps, alpha=alpha, steps=self.steps, dtype=self.dtype, mode=self.model_mode)
+        self._pgd = functools.partial(pgd_last, self.model, **common)
+        self._fn = functools.partial(pgd_with_cams, self.model, layer=self.layer, cams=self.cams, **common)
         self._compiled = torch.compile(self._pgd, dynamic=False) if self.mode == "compile" else None
         self._graphs: dict[tuple, CapturedCall] = {}
         self._weights: tuple[int, ...] = ()
-        self._pool = None
-        log.info("adversarial step: mode %s (asked %s) on %s, PGD-%d, maps %s, %s",
-                 self.mode, mode, device, steps, "on" if cams else "off", precision)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> StepOutput:
         """The adversarial twin of ``(x, y)`` and, with ``cams``, both maps; ``generator`` seeds the start."""
-        check_shapes(x, y, self.eps)
+        check_shapes(x, y, self.eps, soft=True)
         self._record_pixels(x)
         y = y.to(x.device)
         if self.mode == "graph":

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from aadscale.errors import InputError
 from aadscale.models import imagenet, small, timm_models  # noqa: F401  (registers the builders)
+from aadscale.models.convstem import STEMS, unsupported
 from aadscale.models.imagenet import TORCHVISION_WEIGHTS
 from aadscale.models.modes import eval_mode, frozen_running_stats
 from aadscale.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, PixelModel
@@ -69,7 +70,7 @@ def _registered(name: str, num_classes: int, pretrained: bool | str, in_channels
 
 def build(name: str, num_classes: int, pretrained: bool | str = False, *, in_channels: int = 3,
           dropout: float | None = None, mean=None, std=None, model_kwargs: Mapping[str, Any] | None = None,
-          cam_layer: str | None = None) -> PixelModel:
+          cam_layer: str | None = None, stem: str = "patch") -> PixelModel:
     """Build a registered model taking [0, 1] pixels, its attention layer name in ``.cam_layer``.
 
     ``name``: a registered name (``list_models()``) or ``timm/<any timm model>``, with
@@ -80,14 +81,19 @@ def build(name: str, num_classes: int, pretrained: bool | str = False, *, in_cha
     adapted to the class count and image size by timm's loader). ``cam_layer``: the network's
     module whose output is the Grad-CAM layer, instead of the model's own choice. ``mean`` /
     ``std``: the normalisation (default: a timm model's pretrained config, else ImageNet's).
+    ``stem``: "patch" (the model's own) or "convstem" (timm ConvNeXt and ViT: ``aadscale.models.convstem``).
     """
     if num_classes < 2:
         raise InputError(f"num_classes={num_classes} must be >= 2")
+    if stem not in STEMS:
+        raise InputError(f"stem={stem!r} must be one of {list(STEMS)}")
     family = family_builder(name)
     model_kwargs = model_kwargs or {}
     if family is not None:
         built = family(num_classes, in_channels=in_channels, dropout=dropout, pretrained=pretrained,
-                       model_kwargs=model_kwargs, cam_layer=cam_layer)
+                       model_kwargs=model_kwargs, cam_layer=cam_layer, stem=stem)
+    elif stem != "patch":
+        raise unsupported(name)
     else:
         built = _registered(name, num_classes, pretrained, in_channels, dropout, model_kwargs, cam_layer)
     own = built.mean is not None and len(built.mean) == in_channels  # a timm model's own statistics
@@ -104,7 +110,7 @@ def build_from_config(cfg: ModelConfig, pretrained: bool = True) -> PixelModel:
     (the weights come from a checkpoint)."""
     return build(cfg.name, cfg.num_classes, (cfg.pretrained or False) if pretrained else False,
                  in_channels=cfg.in_channels, dropout=cfg.dropout, model_kwargs=cfg.kwargs,
-                 cam_layer=cfg.cam_layer or None)
+                 cam_layer=cfg.cam_layer or None, stem=cfg.stem)
 
 
 def load_weights(model: PixelModel, path: str | Path) -> None:

@@ -11,17 +11,37 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from aadscale.errors import InputError
+
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode, then restore each one's own previous mode."""
+def _every_module(model: nn.Module, training: bool) -> Iterator[nn.Module]:
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    model.train(training)
     try:
         yield model
     finally:
         for m, was_training in modes:
             m.training = was_training
+
+
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Put every module in eval mode, then restore each one's own previous mode."""
+    return _every_module(model, False)
+
+
+ATTACK_MODES = ("eval", "train")
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
+    """The model as a training attack sees it (``attack.model_mode``): ``eval`` (``eval_mode``), or
+    ``train``: every module in train mode (batch statistics, dropout) with BatchNorm's running
+    statistics left alone, each module's own mode restored after."""
+    if mode not in ATTACK_MODES:
+        raise InputError(f"attack mode {mode!r} must be one of {list(ATTACK_MODES)}")
+    with _every_module(model, mode == "train"), frozen_running_stats(model, mode == "train"):
+        yield model
 
 
 @contextlib.contextmanager

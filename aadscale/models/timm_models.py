@@ -10,9 +10,10 @@ from typing import Any, Mapping
 from torch import nn
 
 from aadscale.errors import InputError
+from aadscale.models.convstem import use_convstem
 from aadscale.models.registry import Network, register_family
 from aadscale.models.token_grid import TokenGrid
-from aadscale.models.weights import read_weights
+from aadscale.models.weights import load_state, read_weights
 
 log = logging.getLogger("aadscale.models")
 
@@ -94,6 +95,10 @@ def select_state(obj: Mapping[str, Any]) -> dict:
     return state
 
 
+def _is_file(pretrained: bool | str) -> bool:
+    return isinstance(pretrained, str) and pretrained not in ("", "timm", "torchvision")
+
+
 def pretrained_args(arch: str, pretrained: bool | str, num_classes: int) -> dict:
     """``timm.create_model`` arguments for ``pretrained``: False / '' (random init), True / 'timm'
     (timm's default weights from the Hugging Face hub) or a path to a local weights file."""
@@ -130,12 +135,24 @@ def _check_kwargs(model_kwargs: Mapping[str, Any]) -> None:
             raise InputError(f"model.kwargs.{key} is set by {RESERVED[key]}; set that field instead")
 
 
+def _put_convstem(net: nn.Module, arch: str, in_channels: int, pretrained: bool | str) -> None:
+    """Replace ``net``'s stem by the ConvStem; a weights file (``pretrained``) is then loaded strictly, so
+    it must hold a ConvStem model's weights (timm's hub weights have none: that stem stays random)."""
+    replaced = use_convstem(net, in_channels, f"timm/{arch}")
+    if _is_file(pretrained):
+        load_state(net, read_state(pretrained), str(pretrained))
+    elif pretrained:
+        log.warning("timm/%s: timm's weights everywhere but %s, now the ConvStem, which starts from random "
+                    "weights", arch, replaced)
+
+
 @register_family("timm")
 def timm_model(arch: str, num_classes: int, *, in_channels: int = 3, dropout: float | None = None,
                pretrained: bool | str = False, model_kwargs: Mapping[str, Any] | None = None,
-               cam_layer: str | None = None) -> Network:
+               cam_layer: str | None = None, stem: str = "patch") -> Network:
     """``timm.create_model(arch, **model_kwargs)`` with its Grad-CAM layer (``cam_point``) and its
-    pretrained config's mean/std; ViT and Swin outputs reach Grad-CAM through a ``TokenGrid``."""
+    pretrained config's mean/std; ViT and Swin outputs reach Grad-CAM through a ``TokenGrid``.
+    ``stem="convstem"``: ConvNeXt and ViT get Singh et al.'s ConvStem (``aadscale.models.convstem``)."""
     import timm
     model_kwargs = dict(model_kwargs or {})
     _check_kwargs(model_kwargs)
@@ -143,7 +160,8 @@ def timm_model(arch: str, num_classes: int, *, in_channels: int = 3, dropout: fl
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
         raise InputError(f"unknown timm model {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else
                                                           "; see timm.list_models()"))
-    weights = pretrained_args(arch, pretrained, num_classes)
+    convstem_file = stem == "convstem" and _is_file(pretrained)  # loaded after the stem swap
+    weights = {} if convstem_file else pretrained_args(arch, pretrained, num_classes)
     try:
         net = timm.create_model(arch, num_classes=num_classes, in_chans=in_channels, drop_rate=dropout,
                                 **weights, **model_kwargs)
@@ -157,6 +175,8 @@ def timm_model(arch: str, num_classes: int, *, in_channels: int = 3, dropout: fl
                              f"({detail}); was the file saved from this architecture and these sizes?") from err
         raise InputError(f"timm.create_model({arch!r}, **{model_kwargs}) failed ({detail}); check model.kwargs "
                          "(the model's constructor arguments)") from err
+    if stem == "convstem":
+        _put_convstem(net, arch, in_channels, pretrained)
     point, layout = cam_point(net, cam_layer)
     cam = point
     if layout != "nchw":

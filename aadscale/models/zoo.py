@@ -1,5 +1,6 @@
-"""Model-zoo weights (RobustBench and similar): a plain state dict, perhaps under ``state_dict``, with
-``module.`` or ``model.`` prefixes and the zoo's own normalisation as ``normalize.mean``/``normalize.std``."""
+"""Model-zoo weights (RobustBench and similar): a plain state dict, perhaps under ``state_dict``,
+with ``module.``, ``model.`` or ``base_model.`` prefixes and the zoo's own normalisation as
+``normalize.mean``/``normalize.std``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ import torch
 from aadscale.errors import InputError
 
 NORMALIZE_KEYS = ("normalize.mean", "normalize.std")
-WRAPPERS = ("model.",)  # RobustBench's nn.Sequential(normalize, model) around the network
+# RobustBench's nn.Sequential(normalize, model) around the network; Singh et al.'s training script
+# (nmndeep/revisiting-at) saves its WrappedModel as base_model.
+WRAPPERS = ("model.", "base_model.")
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,8 @@ def _statistic(state: dict, key: str, where: str) -> list[float] | None:
 
 
 def unwrap(state: dict[str, torch.Tensor], where: str) -> ZooWeights:
-    """Split the zoo's normalisation off ``state`` and drop a ``model.`` prefix that every other key has."""
+    """Split the zoo's normalisation off ``state`` and drop a wrapper's prefix (``WRAPPERS``) that every other
+    key has."""
     state = dict(state)
     mean, std = (_statistic(state, k, where) for k in NORMALIZE_KEYS)
     if (mean is None) != (std is None):

@@ -10,9 +10,11 @@ from aadscale.errors import InputError
 from aadscale.models.modes import frozen_running_stats
 from aadscale.objectives.alp_loss import alp_terms
 from aadscale.objectives.bn_stats import paired_forwards, resolve_bn_stats
+from aadscale.objectives.classification import ClsLoss
 from aadscale.objectives.madry_loss import madry_terms
+from aadscale.objectives.trades_loss import trades_terms
 
-BASE_TERMS = {"madry": madry_terms, "alp": alp_terms}
+BASE_TERMS = {"madry": madry_terms, "alp": alp_terms, "trades": trades_terms}
 # default weights, from the demo's lambda sweep (BENCHMARKS.md, Fig. 8, three seeds): level with its
 # lambda1 = lambda2 = 0 cell there, AAD's true control (Madry with clean+adversarial BatchNorm
 # statistics; no setting beat it), the largest rectification weight that cost nothing measurable;
@@ -46,9 +48,10 @@ def preservation(cam_clean: torch.Tensor, cam_adv: torch.Tensor) -> torch.Tensor
 
 def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
         base: str = "madry", lambda1: float = LAMBDA1, lambda2: float = LAMBDA2, beta: float = 0.5,
-        cls_loss: str = "ce", cam_weights: str = "full", theta: str | float = "mean",
-        layer: str | None = None, bn_stats: str = "both") -> dict[str, torch.Tensor]:
-    """L = base + lambda1 * L_rect + lambda2 * L_pres, maps toward the true labels.
+        trades_beta: float = 6.0, cls_loss: str | ClsLoss = "ce", cam_weights: str = "full",
+        theta: str | float = "mean", layer: str | None = None, bn_stats: str = "both") -> dict[str, torch.Tensor]:
+    """L = base + lambda1 * L_rect + lambda2 * L_pres, maps toward the labels (a soft target: its
+    classes weighted, ``forward_with_cam``); base ``madry``, ``alp`` or ``trades``.
 
     Passes: forward+Grad-CAM on x and on x_adv (create_graph=True, so L_pres trains the
     model by double backward) and one forward on each masked image; each in the model's
@@ -67,7 +70,7 @@ def aad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
         return forward_with_cam(model, images, y, layer, create_graph=True, weights=cam_weights)
 
     clean, adv = paired_forwards(model, x, x_adv, resolve_bn_stats(base, bn_stats), with_cam, with_cam)
-    terms = BASE_TERMS[base](clean.logits, adv.logits, y, cls_loss=cls_loss, beta=beta)
+    terms = BASE_TERMS[base](clean.logits, adv.logits, y, cls_loss=cls_loss, beta=beta, trades_beta=trades_beta)
     rect = rectification(model, x, clean.cam, clean.logits, theta) + \
         rectification(model, x_adv, adv.cam, adv.logits, theta)
     pres = preservation(clean.cam, adv.cam)

@@ -12,8 +12,8 @@ from aadscale.errors import InputError
 from aadscale.models.modes import frozen_running_stats, replayable_rng
 
 BN_STATS = ("base", "clean", "adv", "both")
-# "base": the forwards the base objective trains on (textbook Madry: adv; ALP: both)
-_BASE_BN = {"madry": "adv", "alp": "both"}
+# "base": the forwards the base objective trains on (textbook Madry: adv; ALP and TRADES: both)
+_BASE_BN = {"madry": "adv", "alp": "both", "trades": "both"}
 
 C = TypeVar("C")
 A = TypeVar("A")

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from aadscale.objectives.bn_stats import paired_forwards, resolve_bn_stats
-from aadscale.objectives.classification import classification_loss
+from aadscale.objectives.classification import ClsLoss, classification_loss
 
 
 def madry_terms(logits_clean: torch.Tensor | None, logits_adv: torch.Tensor, y: torch.Tensor, *,
-                cls_loss: str = "ce", **_unused) -> dict[str, torch.Tensor]:
+                cls_loss: str | ClsLoss = "ce", **_unused) -> dict[str, torch.Tensor]:
     """Loss dict from precomputed logits (clean logits are not used by Madry)."""
     loss = classification_loss(logits_adv, y, cls_loss)
     return {"loss": loss, "cls": loss.detach()}
@@ -26,7 +26,7 @@ def _statistics_forward(model: nn.Module) -> Callable[[torch.Tensor], None]:
 
 
 def madry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
-          cls_loss: str = "ce", bn_stats: str = "both") -> dict[str, torch.Tensor]:
+          cls_loss: str | ClsLoss = "ce", bn_stats: str = "both") -> dict[str, torch.Tensor]:
     """Madry objective: L_cls on one forward of ``x_adv``.
 
     ``bn_stats`` ``both`` or ``clean`` adds a clean forward before it, without gradient, that

@@ -43,6 +43,16 @@ class RunFolder:
         return self.path / "model.pt"
 
     @property
+    def ema_model_path(self) -> Path:
+        """The EMA of the weights, exported as model.pt is (``train.ema_decay`` > 0)."""
+        return self.path / "model_ema.pt"
+
+    @property
+    def raw_model_path(self) -> Path:
+        """The trained weights when ``train.ema_export`` makes model.pt the EMA."""
+        return self.path / "model_raw.pt"
+
+    @property
     def config_path(self) -> Path:
         """Where the current resolved config (with the git commit) lives."""
         return self.path / "config.yaml"
