@@ -82,7 +82,8 @@ RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "augment.mixup=0.8", "aug
 
 @pytest.mark.parametrize("overrides", [["train.zero_stage=0"], ["train.zero_stage=3"], RECIPE],
                          ids=["zero0", "zero3", "recipe"])  # ZeRO 1-3 optimiser state holds DeepSpeed classes
-def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, overrides):
+def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, overrides, caplog):
+    caplog.set_level("INFO", logger="aadscale.engine")
     unbroken = fit(small_cfg(tmp_path / "a", demo_root, "train.max_steps=7", *overrides))
     cfg = small_cfg(tmp_path / "b", demo_root, "train.max_steps=7", *overrides)
     with pytest.raises(KeyboardInterrupt):
@@ -97,7 +98,9 @@ def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, overrid
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
         exported[name] = b
-    if overrides is RECIPE:  # the EMA is evaluated beside the trained weights, and is not them
+    if overrides is RECIPE:  # epoch 0 of a 2-epoch warm-up attacks at half the demo's eps
+        assert "epoch 0: training attack at eps 0.03135 (warm-up)" in caplog.text
+        # the EMA is evaluated beside the trained weights, and is not them
         report = json.loads((tmp_path / "b" / "run" / "eval.json").read_text())
         assert report["accuracy_ema"].keys() == report["accuracy"].keys()
         raw, ema = exported["model.pt"], exported["model_ema.pt"]

@@ -15,7 +15,7 @@ from aadscale.data.mix import build_mix
 from aadscale.engine.step import EAGER_ATTACKS, EagerTrainingAttack, build_training_attack, warmed_budget
 from aadscale.fused import AdversarialStep
 from aadscale.models.modes import attack_mode
-from aadscale.objectives import build_objective, classification_loss
+from aadscale.objectives import OBJECTIVES, build_objective, classification_loss
 from aadscale.objectives.classification import ClsLoss
 
 EPS = 8 / 255
@@ -79,6 +79,17 @@ def test_gradcam_of_a_mixed_target_weighs_both_labels_channel_weights(small):
     t = _mixed(y, 0.7)
     expected = torch.relu(0.7 * before_relu(onehot) + 0.3 * before_relu(F.one_hot(y.flip(0), 10).float()))
     assert torch.allclose(grad_cam(model, x, t), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_objective_trains_on_soft_targets(small, name):
+    model, x, y = small
+    x_adv = (x + 0.03).clamp(0, 1)
+    out = build_objective(name, label_smoothing=0.1)(model, x, _mixed(y), x_adv)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and all(p.grad is not None for p in model.parameters())
+    onehot = build_objective(name)(model.eval(), x, F.one_hot(y, 10).float(), x_adv)["loss"]
+    assert torch.allclose(onehot, build_objective(name)(model, x, y, x_adv)["loss"], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["pgd", "fgsm_rs", "step_ll", "apgd"])

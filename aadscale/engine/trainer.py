@@ -267,11 +267,12 @@ def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | Non
 def train_one_epoch(run: Run) -> bool:
     """Train through the rest of the current epoch; False if ``train.max_steps`` ended it early."""
     run.train_loader.set_epoch(run.pos.epoch)
-    if run.attack is not None and run.cfg.attack.warmup_epochs:
+    if run.attack is not None and run.pos.epoch < run.cfg.attack.warmup_epochs:  # full size from the last one on
         eps, alpha = warmed_budget(run.cfg.attack, run.pos.epoch)
         run.attack.set_budget(eps, alpha)
         if run.ctx.is_main:
-            log.info("epoch %d: training attack at eps %.4g, step %.4g (warm-up)", run.pos.epoch, eps, alpha)
+            step = "" if run.cfg.attack.warmup == "eps" else f", step {alpha:.4g}"
+            log.info("epoch %d: training attack at eps %.4g%s (warm-up)", run.pos.epoch, eps, step)
     memory_format = MEMORY_FORMATS[run.layout]
     t_data = time.perf_counter()
     for x, y in run.train_loader:
