@@ -85,14 +85,14 @@ RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "augment.mixup=0.8", "aug
                          ids=["zero0", "zero3", "recipe"])  # ZeRO 1-3 optimiser state holds DeepSpeed classes
 def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, overrides, caplog):
     caplog.set_level("INFO", logger="aadscale.engine")
-    unbroken = fit(small_cfg(tmp_path / "a", demo_root, "train.max_steps=7", *overrides))
-    cfg = small_cfg(tmp_path / "b", demo_root, "train.max_steps=7", *overrides)
+    unbroken = fit(small_cfg(tmp_path / "a", demo_root, "train.max_steps=5", *overrides))
+    cfg = small_cfg(tmp_path / "b", demo_root, "train.max_steps=5", *overrides)
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, [StopAt(5)])  # killed mid-epoch, two steps after the checkpoint at step 3
+        fit(cfg, [StopAt(4)])  # killed mid-epoch, a step after the checkpoint at step 3
     with pytest.raises(ValueError, match="--resume auto"):
         fit(cfg)  # a fresh start would clobber the interrupted run
     resumed = fit(cfg, resume="auto")
-    assert resumed["step"] == unbroken["step"] == 7
+    assert resumed["step"] == unbroken["step"] == 5
     exported = {}
     for name in ["model.pt", "model_ema.pt"] if overrides is RECIPE else ["model.pt"]:
         a, b = (torch.load(tmp_path / run / "run" / name, weights_only=True)["model"] for run in "ab")
