@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/autoattack_study.py runs/compare-control [--limit N] [--version standard]
 
 Each run's model is attacked by ``aadscale evaluate --autoattack`` on the images the study's suite
-used (all of the validation split unless --limit; resumable: ``<run>/autoattack-<version>``), and the
-table gives, per objective over seeds, clean and AutoAttack accuracy, the suite's worst case and the
-paired difference worst - AutoAttack (the own worst case must not sit below AutoAttack's by more than
-the seed spread: AutoAttack is the stronger evaluation).
+used (all of the validation split; resumable: ``<run>/autoattack-<version>``), or with ``--limit N``
+on evaluate's fixed subset of N images, where the suite is run again on the same images
+(``<run>/autoattack-<version>-N``, ``<run>/suite-N``). The table gives, per objective over seeds,
+clean and AutoAttack accuracy, the suite's worst case and the paired difference worst - AutoAttack
+(the own worst case must not sit below AutoAttack's by more than the seed spread: AutoAttack is the
+stronger evaluation).
 """
 from __future__ import annotations
 
@@ -16,19 +18,33 @@ from collections import defaultdict
 from pathlib import Path
 
 from aadscale.cli import main as aadscale
+from aadscale.evaluate.compare import PAPER_COLUMNS, STRONG_COLUMNS
 from aadscale.evaluate.compare import mean_std as compare_stats
 
 
-def attack_run(run: Path, version: str, limit: int | None, batch_size: int) -> dict:
-    """AutoAttack on one run's model (resumed where a previous call stopped); its report."""
-    out = run / f"autoattack-{version}"
-    args = ["evaluate", str(run / "model.pt"), "--autoattack", version, "--out", str(out),
-            "--batch-size", str(batch_size), "--workers", "0", "--device", "cpu"]
-    if limit:
-        args += ["--limit", str(limit)]
+def _evaluate(run: Path, out: Path, options: list[str], limit: int | None, batch_size: int) -> None:
+    """``aadscale evaluate`` of the run's model into ``out`` (resumed where a previous call stopped)."""
+    args = ["evaluate", str(run / "model.pt"), *options, "--out", str(out), "--batch-size", str(batch_size),
+            "--workers", "0", "--device", "cpu"] + (["--limit", str(limit)] if limit else [])
     if aadscale(args) != 0:
         raise SystemExit(f"aadscale evaluate failed on {run}")
+
+
+def attack_run(run: Path, version: str, limit: int | None, batch_size: int) -> dict:
+    """AutoAttack on one run's model; its report."""
+    out = run / (f"autoattack-{version}-{limit}" if limit else f"autoattack-{version}")
+    _evaluate(run, out, ["--autoattack", version], limit, batch_size)
     return json.loads((out / "autoattack.json").read_text())
+
+
+def suite_row(run: Path, limit: int | None, batch_size: int) -> dict:
+    """The suite's accuracies: the study's own row, or on evaluate's subset of ``limit`` images the suite
+    run again with the study's columns."""
+    if not limit:
+        return json.loads((run / "compare.json").read_text())["row"]
+    _evaluate(run, run / f"suite-{limit}", ["--attacks", ",".join(PAPER_COLUMNS), "--strong", ",".join(STRONG_COLUMNS)],
+              limit, batch_size)
+    return json.loads((run / f"suite-{limit}" / "results.json").read_text())["results"]
 
 
 def mean_std(values: list[float]) -> str:
@@ -62,9 +78,8 @@ def main() -> None:
     for run in sorted(args.study.glob("*-s*")):
         if not (run / "model.pt").is_file() or not (run / "compare.json").is_file():
             continue  # not trained or not evaluated by the study yet
-        suite = json.loads((run / "compare.json").read_text())["row"]
-        rows[run.name.rsplit("-s", 1)[0]].append({"suite": suite, "aa": attack_run(run, args.version, args.limit,
-                                                                                   args.batch_size)})
+        rows[run.name.rsplit("-s", 1)[0]].append({"suite": suite_row(run, args.limit, args.batch_size),
+                                                  "aa": attack_run(run, args.version, args.limit, args.batch_size)})
     print(table(rows))
 
 

@@ -61,6 +61,11 @@ def summarize(log_dir: Path, skip: int, log_every: int) -> dict[str, float]:
     return {"intervals": len(rate), "end_to_end": statistics.median(rate), "wait": statistics.median(wait)}
 
 
+def rate(images_per_s: float) -> str:
+    """Whole images/s on a GPU, two decimals where there are few (a CPU)."""
+    return f"{images_per_s:.0f}" if images_per_s >= 100 else f"{images_per_s:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="imagenet-resnet50")
@@ -84,7 +89,7 @@ def main() -> None:
         r = summarize(log_dir, args.skip, args.log_every)
     print(f"| preset | backend | batch | logged intervals | end-to-end images/s | data wait s/step |\n"
           f"| --- | --- | --- | --- | --- | --- |\n"
-          f"| {args.preset} | {args.backend} | {batch} | {r['intervals']} | {r['end_to_end']:.0f} "
+          f"| {args.preset} | {args.backend} | {batch} | {r['intervals']} | {rate(r['end_to_end'])} "
           f"| {r['wait']:.3f} |")
 
 

@@ -1,13 +1,15 @@
 """What the recipe of the robust ImageNet records costs per image: each preset's training step with its whole
 recipe (ConvStem, RandAugment, erasing, Mixup/CutMix, label smoothing, APGD or the warmed-up PGD, EMA, AdamW's
-parameter groups) against the same preset with those pieces off, through ``engine_throughput.py``.
+parameter groups), the same with the model's own patch stem, and the preset with all those pieces off,
+through ``engine_throughput.py``.
 
     .venv/bin/python benchmarks/recipe_cost.py                          # CPU: torch loader, batch 8, 224 px
     .venv/bin/python benchmarks/recipe_cost.py --backend dali-gpu --launcher deepspeed --batch 64 --steps 40
 
 Synthetic ImageNet-sized JPEGs (``engine_throughput.synthetic_imagenet``), 8 classes, the presets' image
 size and precision unless overridden; the table gives the median end-to-end images/s over the logged
-intervals after ``--skip`` steps and the recipe's cost as the ratio of the two.
+intervals after ``--skip`` steps per variant (``--variants`` picks some) and the whole recipe's cost as
+the ratio of "without" to "recipe".
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ WITHOUT = ["model.stem=patch", "augment.rand_augment=", "augment.color_jitter=0"
            "augment.mixup=0", "augment.cutmix=0", "objective.label_smoothing=0", "attack.name=pgd",
            "attack.warmup_epochs=0", "train.ema_decay=0", "train.ema_export=false", "optim.no_decay_1d=false",
            "optim.betas=[0.9,0.999]"]
+VARIANTS = {"recipe": [], "recipe-patch-stem": ["model.stem=patch"], "without": WITHOUT}
 
 
 def images_per_s(preset: str, extra: list[str], args) -> float:
@@ -48,12 +51,20 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=2)
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {list(VARIANTS)}, comma-separated")
     p.add_argument("overrides", nargs="*", help="section.field=value for every run (e.g. train.precision=fp32)")
     args = p.parse_args()
-    rows = ["| preset | recipe images/s | without images/s | recipe cost (x time per image) |", "|---|---|---|---|"]
+    names = [v.strip() for v in args.variants.split(",")]
+    if not set(names) <= set(VARIANTS):
+        raise SystemExit(f"--variants {args.variants!r}: choose from {list(VARIANTS)}")
+    cost = "recipe" in names and "without" in names
+    rows = ["| preset | " + " | ".join(f"{v} images/s" for v in names) + (" | recipe cost (x time per image) |"
+                                                                         if cost else " |"),
+            "|---|" + "---|" * (len(names) + cost)]
     for preset in args.presets.split(","):
-        recipe, plain = images_per_s(preset, [], args), images_per_s(preset, WITHOUT, args)
-        rows.append(f"| {preset} | {recipe:.2f} | {plain:.2f} | {plain / recipe:.2f} |")
+        rate = {v: images_per_s(preset, VARIANTS[v], args) for v in names}
+        rows.append(f"| {preset} | " + " | ".join(f"{rate[v]:.2f}" for v in names) +
+                    (f" | {rate['without'] / rate['recipe']:.2f} |" if cost else " |"))
         print("\n".join(rows), flush=True)
 
 
