@@ -75,8 +75,8 @@ class StopAt(Callback):
 
 # issue 22's recipe, each piece on: EMA, Mixup/CutMix, label smoothing, APGD-CE with an eps warm-up,
 # AdamW's betas and weight-decay exclusions
-RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "augment.mixup=0.8", "augment.cutmix=1.0",
-          "objective.label_smoothing=0.1", "attack.name=apgd", "attack.warmup_epochs=2", "optim.name=adamw",
+RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "train.ema_export=true", "augment.mixup=0.8",
+          "augment.cutmix=1.0", "objective.label_smoothing=0.1", "attack.name=apgd", "attack.warmup_epochs=2", "optim.name=adamw",
           "optim.lr=0.001", "optim.betas=[0.9,0.95]", "optim.no_decay_1d=true", "eval.subset=32",
           "eval.attacks=clean"]
 
@@ -94,18 +94,19 @@ def test_killed_and_resumed_run_equals_unbroken_run(tmp_path, demo_root, overrid
     resumed = fit(cfg, resume="auto")
     assert resumed["step"] == unbroken["step"] == 5
     exported = {}
-    for name in ["model.pt", "model_ema.pt"] if overrides is RECIPE else ["model.pt"]:
+    for name in ["model.pt", "model_raw.pt"] if overrides is RECIPE else ["model.pt"]:
         a, b = (torch.load(tmp_path / run / "run" / name, weights_only=True)["model"] for run in "ab")
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
         exported[name] = b
     if overrides is RECIPE:  # epoch 0 of a 2-epoch warm-up attacks at half the demo's eps
         assert "epoch 0: training attack at eps 0.03135 (warm-up)" in caplog.text
-        # the EMA is evaluated beside the trained weights, and is not them
+        # the EMA is evaluated beside the trained weights, exported as model.pt, and is not them
         report = json.loads((tmp_path / "b" / "run" / "eval.json").read_text())
         assert report["accuracy_ema"].keys() == report["accuracy"].keys()
-        raw, ema = exported["model.pt"], exported["model_ema.pt"]
+        ema, raw = exported["model.pt"], exported["model_raw.pt"]
         assert not all(torch.equal(raw[k], ema[k]) for k in raw)
+        assert not (tmp_path / "b" / "run" / "model_ema.pt").exists()
 
 
 def test_nan_loss_stops_with_a_loadable_checkpoint(tmp_path, demo_root, monkeypatch):
