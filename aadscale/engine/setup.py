@@ -17,6 +17,7 @@ from aadscale.distributed import DistContext, barrier, deepspeed_config, load_us
 from aadscale.engine.optim import build_optimizer, build_scheduler
 from aadscale.errors import InputError
 from aadscale.memory_format import MEMORY_FORMATS
+from aadscale.tracking import RunFolder
 
 log = logging.getLogger("aadscale.engine")
 
@@ -93,7 +94,7 @@ def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
     return engine, scheduler
 
 
-def build_ema(cfg: Config, module: torch.nn.Module):
+def build_ema(cfg: Config, module: torch.nn.Module) -> torch.nn.Module | None:
     """The EMA of the weights (timm's ``ModelEmaV3``, parameters and buffers) when ``train.ema_decay`` > 0."""
     if not cfg.train.ema_decay:
         return None
@@ -106,7 +107,8 @@ def _write_model(module: torch.nn.Module, cfg: Config, classes: list[str], path:
     atomic_torch_save({"model": state, "config": to_dict(cfg), "classes": classes}, path)
 
 
-def export_model(engine, cfg: Config, classes: list[str], folder, ctx: DistContext, ema=None) -> None:
+def export_model(engine, cfg: Config, classes: list[str], folder: RunFolder, ctx: DistContext,
+                 ema: torch.nn.Module | None = None) -> None:
     """A plain float32 state_dict plus the config and the class names, gathered from ZeRO-3 shards where
     needed: the trained weights as model.pt and the EMA as model_ema.pt, or with ``train.ema_export``
     the EMA as model.pt and the trained weights as model_raw.pt."""
