@@ -173,14 +173,14 @@ def test_node_lost_mid_trial_then_driver_killed_resumes_across_nodes(cluster, tm
                                          f"log.dir={tmp_path}/runs", "train.epochs=3", *TINY],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            res = _wait("A finished and B checkpointed",
-                        lambda: (r := _results(experiment)) and 5 in r and r[5][-1]["final"] and 15 in r and r, proc)
+            res = _wait("B checkpointed", lambda: (r := _results(experiment)) and 15 in r and r, proc)
             lost = res[15][-1]["nodes"]
-            cluster.remove_node(node_of(cluster, lost), allow_graceful=False)  # B's node, B mid-run
-            # B restarts on the spare node from its checkpoint: the head's sweep process is killed outright
-            # as B's rank 0 says so, long before B's remaining steps can end
-            resumed = _wait("B resumed on another node", lambda: re.search(
-                RESUMED.format(lost=re.escape(lost)), first.read_text()), proc)
+            cluster.remove_node(node_of(cluster, lost), allow_graceful=False)  # B's node, B at its first epoch
+            # B restarts on the spare node from its checkpoint while A ends; the head's sweep process is
+            # killed outright once A is recorded done and B's rank 0 says it resumed, long before B can end
+            resumed = _wait("A done and B resumed on another node", lambda: (r := _results(experiment)) and 5 in r
+                            and r[5][-1]["final"] and re.search(RESUMED.format(lost=re.escape(lost)),
+                                                                 first.read_text()), proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
         finally:
