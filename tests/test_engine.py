@@ -76,9 +76,9 @@ class StopAt(Callback):
 # issue 22's recipe, each piece on: EMA, Mixup/CutMix, label smoothing, APGD-CE with an eps warm-up,
 # AdamW's betas and weight-decay exclusions
 RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "train.ema_export=true", "augment.mixup=0.8",
-          "augment.cutmix=1.0", "objective.label_smoothing=0.1", "attack.name=apgd", "attack.warmup_epochs=2", "optim.name=adamw",
-          "optim.lr=0.001", "optim.betas=[0.9,0.95]", "optim.no_decay_1d=true", "eval.subset=32",
-          "eval.attacks=clean"]
+          "augment.cutmix=1.0", "objective.label_smoothing=0.1", "attack.name=apgd", "attack.warmup_epochs=2",
+          "optim.name=adamw", "optim.lr=0.001", "optim.betas=[0.9,0.95]", "optim.no_decay_1d=true",
+          "eval.subset=32", "eval.attacks=clean"]
 
 
 @pytest.mark.parametrize("overrides", [["train.zero_stage=0"], ["train.zero_stage=3"], RECIPE],
