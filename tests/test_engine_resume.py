@@ -9,6 +9,7 @@ import torch
 
 from aadscale.config import load_run_config
 from aadscale.engine import fit
+from aadscale.engine.manifest import MANIFEST
 from aadscale.errors import InputError
 from tests.test_data_loader import solid
 from tests.test_engine import demo_root, small_cfg  # noqa: F401 (demo_root is a fixture)
@@ -75,7 +76,8 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_both(run, tmp_pa
 
 
 def test_a_checkpoint_without_its_client_state_is_checked_against_config_yaml(run, tmp_path, demo_root):  # noqa: F811
-    (run / "checkpoints" / "step3" / "client_state.json").unlink()  # as written before that file existed
+    for name in ("client_state.json", MANIFEST):  # as written before either file existed
+        (run / "checkpoints" / "step3" / name).unlink()
     with pytest.raises(InputError, match=r"attack\.steps: 2 -> 3"):
         fit(small_cfg(tmp_path, demo_root, *STEP3, "attack.steps=3"), resume="auto")
 

@@ -12,6 +12,7 @@ import yaml
 
 from aadscale.config import load_config
 from aadscale.engine.checkpoint import files_of_rank
+from aadscale.engine.manifest import MANIFEST, damage, record, write_manifest
 from aadscale.tuning import SweepOptions, run_sweep
 from aadscale.tuning.plots import (
     grid_cells,
@@ -207,17 +208,20 @@ def test_rank_files_staged_and_restored(tmp_path):
     folder.mkdir(parents=True)
     for n in names:
         (folder / n).write_text(n)
+    write_manifest(folder, record(folder, names))
     meta = {"tag": "epoch1", "run_dir": str(run), "step": 5}
     merged = tmp_path / "merged"  # what Ray Train makes of both ranks' reports
     merged.mkdir()
     for rank in (0, 1):
         for f in stage_checkpoint(folder, rank, meta).iterdir():
             f.rename(merged / f.name)
-    assert sorted(p.name for p in merged.iterdir()) == sorted(names + ["aadscale_checkpoint.json"])
+    assert sorted(p.name for p in merged.iterdir()) == sorted(names + ["aadscale_checkpoint.json", MANIFEST])
     for checkpoints in (run / "checkpoints", tmp_path / "runs" / "trial-b" / "checkpoints"):  # own, PBT's donor
         tag = restore_tag(merged, checkpoints, "k")  # always from storage, never the run folder's own copy
-        assert tag.startswith("ray-") and sorted(p.name for p in (checkpoints / tag).iterdir()) == sorted(names)
+        assert tag.startswith("ray-")
+        assert sorted(p.name for p in (checkpoints / tag).iterdir()) == sorted(names + [MANIFEST])
         assert (checkpoints / tag / "rng_rank1.pt").read_text() == "rng_rank1.pt"
+        assert damage(checkpoints / tag) == []  # the record came along and the copy matches it
 
 
 def _sweep(tmp_path, space_file: Path, **kw) -> SweepOptions:

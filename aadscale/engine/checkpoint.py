@@ -13,7 +13,8 @@ import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
 from aadscale.atomic import atomic_torch_save, atomic_write_text
-from aadscale.distributed import DistContext, barrier
+from aadscale.distributed import DistContext, all_gather_object, barrier, broadcast_object
+from aadscale.engine.manifest import choose, record, recorded_names, write_manifest
 from aadscale.errors import InputError
 
 LATEST = "latest"
@@ -92,8 +93,9 @@ class Checkpointer:
     """Saves and restores training state under ``directory/<tag>/``; ``directory/latest`` names the newest.
 
     A checkpoint counts only once ``latest`` points to it, and ``latest`` is replaced
-    atomically after every rank has written its part: a run killed while saving resumes
-    from the previous checkpoint.
+    atomically after every rank has written its part and ``manifest.json`` records every
+    file's size and sha256: a run killed while saving resumes from the previous checkpoint,
+    and a resume passes over a checkpoint damaged since (``manifest.choose``).
     """
 
     def __init__(self, directory: Path, keep: int, ctx: DistContext) -> None:
@@ -101,20 +103,28 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def latest(self) -> str | None:
-        """Tag of the newest complete checkpoint, or None."""
+        """Tag of the newest checkpoint saved whole (its folder may have been damaged or removed since), or None."""
         path = self.directory / LATEST
-        if not path.is_file():
-            return None
-        tag = path.read_text().strip()
-        if not (self.directory / tag).is_dir():
-            raise InputError(f"{path} names checkpoint {tag!r}, which is missing; delete {path} "
-                             "to start over or restore the folder")
+        return path.read_text().strip() if path.is_file() else None
+
+    def resume_tag(self, resume: str) -> str | None:
+        """The tag ``resume`` ("auto" or a tag) loads, chosen on rank 0 (``manifest.choose``) for every rank."""
+        decision: tuple[str | None, str | None] = (None, None)
+        if self.ctx.is_main:
+            try:
+                decision = (choose(self.directory, self.latest(), resume), None)
+            except InputError as err:
+                decision = (None, str(err))
+        tag, error = broadcast_object(decision)
+        if error is not None:
+            raise InputError(error)
         return tag
 
     def save(self, engine, tag: str, client_state: dict, generator: torch.Generator,
              ema: torch.nn.Module | None = None) -> Path:
         """Write this rank's RNG and buffers, the client state as JSON and the EMA of the weights
-        (rank 0: every rank holds the same), then DeepSpeed's state (collective), then point ``latest`` at it."""
+        (rank 0: every rank holds the same), then DeepSpeed's state (collective), then the record of
+        every rank's files, then point ``latest`` at it."""
         folder = self.directory / tag
         folder.mkdir(parents=True, exist_ok=True)
         own = {**rng_state(generator), "buffers": rank_buffers(engine.module)}
@@ -124,6 +134,9 @@ class Checkpointer:
             if ema is not None:
                 atomic_torch_save(ema.state_dict(), folder / EMA_FILE)
         engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
+        parts = all_gather_object(record(folder, files_of_rank(recorded_names(folder), self.ctx.rank)))
+        if self.ctx.is_main:
+            write_manifest(folder, {name: entry for part in parts for name, entry in part.items()})
         barrier()
         if self.ctx.is_main:
             atomic_write_text(self.directory / LATEST, tag)

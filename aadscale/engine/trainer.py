@@ -109,7 +109,7 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     if resume is None and checkpointer.latest() is not None:
         raise InputError(f"{folder.path} already holds checkpoints; pass --resume auto to continue "
                          "it or choose another --name")
-    tag = checkpointer.latest() if resume == "auto" else resume
+    tag = checkpointer.resume_tag(resume) if resume else None
     saved = read_saved_run(checkpointer, tag, folder.config_path) if tag else None
     changes = check_resume_config(saved, cfg, allow_changes) if saved else {}
     layout = resolve_memory_format(cfg.train.memory_format, ctx.device)

@@ -45,7 +45,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def stage_checkpoint(folder: Path, rank: int, meta: dict) -> Path:
-    """A temporary folder holding this rank's files of the engine checkpoint ``folder`` (plus meta on rank 0).
+    """A temporary folder holding this rank's files of the engine checkpoint ``folder`` (rank 0: also the
+    record of every rank's files, ``manifest.json``, and meta).
 
     Every rank reports its own part; Ray Train merges the parts into one checkpoint in storage,
     so ranks on machines without a shared disk still produce a complete checkpoint.
@@ -63,7 +64,8 @@ def restore_tag(source: Path, checkpoints: Path, key: str) -> str:
 
     Always from ``source`` (the sweep's storage), never from a copy a node may hold: the
     files go to ``ray-<hash of key>``, each written under a temporary name and renamed, so
-    ranks sharing a disk may copy the same files at once.
+    ranks sharing a disk may copy the same files at once. The copy holds the checkpoint's record of
+    its files, which the resume verifies.
     """
     tag = "ray-" + hashlib.sha1(key.encode()).hexdigest()[:12]
     target = checkpoints / tag
