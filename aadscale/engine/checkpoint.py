@@ -1,10 +1,13 @@
 """Checkpoints: DeepSpeed's sharded state + per-rank RNG and buffers + loop position, atomic, loaded weights_only."""
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +16,7 @@ import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
 from aadscale.atomic import atomic_torch_save, atomic_write_text
+from aadscale.data.sampler import mix_seed
 from aadscale.distributed import DistContext, all_gather_object, barrier, broadcast_object
 from aadscale.engine.manifest import choose, record, recorded_names, write_manifest
 from aadscale.errors import InputError
@@ -21,6 +25,8 @@ LATEST = "latest"
 CLIENT_JSON = "client_state.json"  # the client state again, readable before DeepSpeed loads anything
 EMA_FILE = "ema.pt"  # the EMA of the weights (train.ema_decay), written by rank 0
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")  # DeepSpeed's ZeRO shards, our RNG files
+UNIVERSAL = "universal"  # inside a ZeRO 1-3 checkpoint: DeepSpeed's universal form of it, which loads on any world size
+log = logging.getLogger("aadscale.engine")
 
 
 def files_of_rank(names: Sequence[str], rank: int) -> list[str]:
@@ -40,6 +46,17 @@ def zero_state_classes() -> list[type]:
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def check_pickled_classes(folder: Path) -> None:
+    """Refuse checkpoint files that pickle classes beyond ``zero_state_classes`` (found without unpickling)."""
+    allowed = {f"{c.__module__}.{c.__qualname__}" for c in zero_state_classes()}
+    for path in sorted(folder.glob("*.pt")):
+        unexpected = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) - allowed)
+        if unexpected:
+            raise InputError(f"{path} pickles {', '.join(unexpected)}, which aadscale checkpoints never hold; "
+                             f"DeepSpeed's universal converter would unpickle it. Resume {folder} on the world "
+                             "size that saved it, or restore the checkpoint from a trusted copy")
 
 
 class SafeCheckpointEngine(TorchCheckpointEngine):
@@ -76,6 +93,15 @@ def load_rank_buffers(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -
     with torch.no_grad():
         for name, value in saved.items():
             own[name].copy_(value)
+
+
+def seed_rank_streams(seed: int, rank: int, step: int, generator: torch.Generator) -> None:
+    """Seed every stream ``rng_state`` covers from (seed, rank, step): for a rank the checkpoint holds no RNG of."""
+    value = mix_seed(seed, rank, step)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)  # CUDA's generators too
+    generator.manual_seed(value)
 
 
 def set_rng_state(state: dict, generator: torch.Generator) -> None:
@@ -158,20 +184,58 @@ class Checkpointer:
         path = self.folder(tag) / CLIENT_JSON
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def load(self, engine, tag: str, generator: torch.Generator, ema: torch.nn.Module | None = None) -> dict:
+    def saved_world_size(self, tag: str) -> int:
+        """How many ranks wrote checkpoint ``tag``: its client state says; older ones hold an RNG file per rank."""
+        client = self.client_state(tag)
+        if client is not None and "world_size" in client:
+            return int(client["world_size"])
+        return len(list(self.folder(tag).glob("rng_rank*.pt")))
+
+    def universal(self, tag: str) -> Path:
+        """DeepSpeed's universal form of ZeRO 1-3 checkpoint ``tag``, made once by rank 0 into ``<tag>/universal/``
+        (``deepspeed.checkpoint.ds_to_universal``, which converts Adam's optimiser state only)."""
+        folder = self.folder(tag)
+        target = folder / UNIVERSAL
+        if not target.is_dir():
+            check_pickled_classes(folder)  # every rank, so that all of them stop on a refusal
+            if self.ctx.is_main:
+                from deepspeed.checkpoint import ds_to_universal
+                log.info("converting checkpoint %s to DeepSpeed's universal checkpoint in %s", folder, target)
+                # the converter also writes latest_universal beside its output: both go into a scratch folder
+                with tempfile.TemporaryDirectory(prefix=".universal-", dir=folder) as scratch:
+                    out = Path(scratch) / UNIVERSAL
+                    ds_to_universal.main(argparse.Namespace(
+                        input_folder=str(folder), output_folder=str(out), num_extract_workers=1,
+                        num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True))
+                    out.rename(target)
+        barrier()
+        return target
+
+    def load(self, engine, tag: str, generator: torch.Generator, ema: torch.nn.Module | None = None, *,
+             seed: int, universal: bool = False) -> dict:
         """Restore model, optimiser, scheduler, this rank's RNG and buffers, the EMA if given; return the
-        loop's client state."""
+        loop's client state. ``universal``: the ZeRO state through DeepSpeed's universal form (another world
+        size). A rank the checkpoint has no RNG of draws from (``seed``, rank, step) and takes rank 0's buffers."""
         folder = self.folder(tag)
         engine.checkpoint_engine = SafeCheckpointEngine(engine._config)
-        path, client = engine.load_checkpoint(str(self.directory), tag=tag)
+        if universal:
+            engine._config.load_universal_checkpoint = True  # deepspeed 0.19.8 reads it in load_checkpoint only
+            path, client = engine.load_checkpoint(str(folder), tag=self.universal(tag).name)
+        else:
+            path, client = engine.load_checkpoint(str(self.directory), tag=tag)
         if path is None:
             raise InputError(f"DeepSpeed could not load checkpoint {folder}; is it complete?")
-        rng_file = folder / f"rng_rank{self.ctx.rank}.pt"
-        if not rng_file.is_file():
-            raise InputError(f"{rng_file} is missing: the checkpoint was written by fewer ranks "
-                             f"than the {self.ctx.world_size} resuming now; resume with the same world size")
-        own = torch.load(rng_file, weights_only=True)
-        set_rng_state(own, generator)
+        saved_ranks = self.saved_world_size(tag)
+        if self.ctx.rank < saved_ranks:
+            rng_file = folder / f"rng_rank{self.ctx.rank}.pt"
+            if not rng_file.is_file():
+                raise InputError(f"{rng_file} is missing from checkpoint {folder}, which {saved_ranks} ranks "
+                                 "wrote; restore the file or resume from another checkpoint")
+            own = torch.load(rng_file, weights_only=True)
+            set_rng_state(own, generator)
+        else:
+            seed_rank_streams(seed, self.ctx.rank, engine.global_steps, generator)
+            own = torch.load(folder / "rng_rank0.pt", weights_only=True)
         load_rank_buffers(engine.module, own.get("buffers", {}))  # checkpoints before 2026-11-30 have none
         if ema is not None:
             if not (folder / EMA_FILE).is_file():

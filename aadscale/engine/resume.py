@@ -1,14 +1,16 @@
-"""What a resume may change: the saved config and classes against the new run's, before DeepSpeed loads."""
+"""What a resume may change: the saved config, classes and world size against the new run's, before DeepSpeed loads."""
 from __future__ import annotations
 
 import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aadscale.config import Config, field_names, from_dict, load_run_config, to_dict
 from aadscale.data.classes import class_difference
+from aadscale.data.loader import Loader
+from aadscale.data.sampler import num_batches
 from aadscale.engine.checkpoint import Checkpointer
 from aadscale.errors import InputError
 
@@ -28,10 +30,12 @@ ARCHITECTURE = ("model.name", "model.num_classes", "model.in_channels", "model.k
 
 @dataclass
 class SavedRun:
-    """What a checkpoint was trained with: its config, its classes (None if not recorded) and where it is."""
+    """What a checkpoint was trained with: its config, its classes (None if not recorded), where it is and
+    how many ranks wrote it."""
     config: Config
     classes: list[str] | None
     where: Path
+    world_size: int
 
 
 def read_saved_run(checkpointer: Checkpointer, tag: str, run_config: Path) -> SavedRun:
@@ -39,10 +43,11 @@ def read_saved_run(checkpointer: Checkpointer, tag: str, run_config: Path) -> Sa
     falls back to the run folder's ``config.yaml`` and no classes."""
     where = checkpointer.folder(tag)
     client = checkpointer.client_state(tag)
+    world_size = checkpointer.saved_world_size(tag)
     try:
         if client is None:
-            return SavedRun(load_run_config(run_config), None, where)
-        return SavedRun(from_dict(client["config"]), client.get("classes"), where)
+            return SavedRun(load_run_config(run_config), None, where, world_size)
+        return SavedRun(from_dict(client["config"]), client.get("classes"), where, world_size)
     except InputError as err:
         raise InputError(f"checkpoint {where} holds a config this version cannot read ({err}); resume "
                          "it with the aadscale version that wrote it") from None
@@ -115,3 +120,53 @@ def check_resume_classes(saved: SavedRun, classes: Sequence[str]) -> None:
     if difference:
         raise InputError(f"checkpoint {saved.where} was trained on other classes than this data has: "
                          f"{difference}. Point --data at the run's data (its classes.json lists them)")
+
+
+def epoch_micro_batches(size: int, batch_size: int, grad_accum: int, world_size: int) -> int | None:
+    """Micro-batches per rank in an epoch of ``size`` samples (the train loader's length); None when the
+    global batch does not split over ``world_size`` x ``grad_accum``."""
+    if batch_size % (world_size * grad_accum):
+        return None
+    return num_batches(math.ceil(size / world_size), batch_size // (world_size * grad_accum), drop_last=True)
+
+
+def _world_sizes(saved: SavedRun, world_size: int, works: Callable[[int], bool]) -> str:
+    """The world sizes up to twice the larger of the two for which ``works``, as text for an error."""
+    return ", ".join(str(w) for w in range(1, 2 * max(world_size, saved.world_size) + 1) if works(w))
+
+
+def check_resume_world_size(saved: SavedRun, cfg: Config, world_size: int) -> bool:
+    """Refuse another world size that cannot split the global batch, or ZeRO 1-3 state DeepSpeed's universal
+    checkpoint cannot re-partition (optimisers other than AdamW); True when the ZeRO state needs that conversion."""
+    if saved.world_size == world_size:
+        return False
+    batch, accum = cfg.data.batch_size, cfg.train.grad_accum
+    if batch % (world_size * accum):
+        raise InputError(f"checkpoint {saved.where} was saved by {saved.world_size} rank(s); data.batch_size={batch} "
+                         f"(the global batch) does not split over {world_size} rank(s) x train.grad_accum={accum}. "
+                         f"Resume on {_world_sizes(saved, world_size, lambda w: batch % (w * accum) == 0)} "
+                         "rank(s) to continue the run as it was")
+    stage, optimiser = saved.config.train.zero_stage, saved.config.optim.name
+    if stage > 0 and optimiser != "adamw":
+        raise InputError(f"checkpoint {saved.where} holds ZeRO stage {stage} optimiser state partitioned over "
+                         f"{saved.world_size} rank(s); only DeepSpeed's universal checkpoint re-partitions it for "
+                         f"{world_size}, and its converter knows Adam's state only (optim.name={optimiser}). Resume "
+                         f"on {saved.world_size} rank(s)")
+    return stage > 0
+
+
+def check_resume_epoch(saved: SavedRun, loader: Loader) -> None:
+    """Refuse another world size under which an epoch has another number of micro-batches (``epoch_order`` pads
+    to a multiple of the world size), so other steps, epoch boundaries and learning rates than the saved run's."""
+    if saved.world_size == loader.world_size:
+        return
+    old, size = saved.config, loader.size
+    length = epoch_micro_batches(size, old.data.batch_size, old.train.grad_accum, saved.world_size)
+    if len(loader) == length:
+        return
+    same = _world_sizes(saved, loader.world_size,
+                        lambda w: epoch_micro_batches(size, old.data.batch_size, old.train.grad_accum, w) == length)
+    raise InputError(f"checkpoint {saved.where} was saved by {saved.world_size} rank(s), where an epoch of the {size} "
+                     f"training samples has {length} micro-batches per rank; on {loader.world_size} rank(s) it has "
+                     f"{len(loader)} (the sample order is padded to a multiple of the ranks), so the run would take "
+                     f"other steps. Resume on {same} rank(s) to continue the run as it was")

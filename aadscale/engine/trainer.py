@@ -19,7 +19,8 @@ from aadscale.distributed import DistContext, broadcast_object, init_distributed
 from aadscale.engine.callbacks import Callback, StepInfo
 from aadscale.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from aadscale.engine.guard import NonFiniteGuard
-from aadscale.engine.resume import check_resume_classes, check_resume_config, describe_changes, read_saved_run
+from aadscale.engine.resume import (check_resume_classes, check_resume_config, check_resume_epoch,
+                                    check_resume_world_size, describe_changes, read_saved_run)
 from aadscale.data.mix import build_mix
 from aadscale.engine.setup import build_data, build_ema, build_engine, data_root, export_model, seed_everything
 from aadscale.engine.step import TrainingAttackStep, build_training_attack, compute_loss, warmed_budget
@@ -112,10 +113,12 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     tag = checkpointer.resume_tag(resume) if resume else None
     saved = read_saved_run(checkpointer, tag, folder.config_path) if tag else None
     changes = check_resume_config(saved, cfg, allow_changes) if saved else {}
+    universal = check_resume_world_size(saved, cfg, ctx.world_size) if saved else False
     layout = resolve_memory_format(cfg.train.memory_format, ctx.device)
     train_loader, val_loader = build_data(cfg, ctx, data_root(cfg, ctx), layout)
     if saved:
         check_resume_classes(saved, train_loader.classes)
+        check_resume_epoch(saved, train_loader)
     if ctx.is_main:
         log.info("run folder %s, %d rank(s), data backend %s; evaluates at eps %.4g (%s)", folder.path,
                  ctx.world_size, train_loader.backend, cfg.eval.eps, "= attack.eps" if
@@ -132,12 +135,16 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
                             micro_batch=train_loader.batch_size),
               ema=build_ema(cfg, engine.module))
     if tag:
-        client = checkpointer.load(engine, tag, generator, run.ema)
+        client = checkpointer.load(engine, tag, generator, run.ema, seed=cfg.train.seed, universal=universal)
         load_position(run, client)
         run.saved_at = run.pos.step
         if ctx.is_main:
             log.info("resumed from %s at step %d, epoch %d%s", tag, run.pos.step, run.pos.epoch,
                      f"; changed: {describe_changes(changes)}" if changes else "")
+            if saved.world_size != ctx.world_size:
+                log.info("checkpoint saved by %d rank(s), resumed on %d%s: the same global batches and schedule; "
+                         "ranks it has no RNG of draw from (seed, rank, step) with rank 0's BatchNorm buffers",
+                         saved.world_size, ctx.world_size, " via DeepSpeed's universal checkpoint" if universal else "")
     if ctx.is_main:
         folder.record_config(cfg, f"resume-{tag}" if tag else "start")
         folder.write_json("classes", train_loader.classes)
@@ -202,7 +209,8 @@ def save(run: Run, tag: str) -> Path:
     run.saved_at = run.pos.step
     if run.attack is not None:
         run.attack.check_pixels()  # never save a state trained on out-of-range pixels unnoticed
-    client = {**position(run), "config": to_dict(run.cfg), "classes": run.train_loader.classes}
+    client = {**position(run), "config": to_dict(run.cfg), "classes": run.train_loader.classes,
+              "world_size": run.ctx.world_size}
     folder = run.checkpointer.save(run.engine, tag, client, run.generator, run.ema)
     for cb in run.callbacks:
         cb.on_checkpoint(run.info(checkpoint=folder))
