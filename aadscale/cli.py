@@ -5,8 +5,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from typing import NoReturn
 
 import aadscale.commands
+from aadscale.distributed import run_main
 from aadscale.errors import InputError
 
 
@@ -42,5 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> NoReturn:
+    """The console script ``aadscale``: ``main`` through the one exit path."""
+    run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import signal
 import subprocess
 import types
 import typing
@@ -26,6 +27,8 @@ PRESET_DIR = Path(__file__).parent / "presets"
 FUSED_OPTIMIZERS = ("sgd", "adamw")  # torch has no fused RMSprop
 # sizes in pixel space, [0, 1]: presets, overrides and sweep spaces may write them as fractions (8/255)
 PIXEL_FIELDS = ("attack.eps", "attack.alpha", "eval.eps")
+# what schedulers and launchers send to end a job (SIGXCPU: some schedulers' CPU-time limit)
+STOP_SIGNAL_CHOICES = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGQUIT", "SIGXCPU")
 
 
 def _check_mapping(value: Any, path: str) -> dict:
@@ -42,6 +45,20 @@ def check_betas(value: Any, path: str) -> list[float]:
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)):
         raise InputError(f"{path}={value!r} must be two numbers in [0, 1), e.g. {path}=[0.9,0.95]")
     return [float(b) for b in value]
+
+
+def check_signal_names(names: Any, path: str) -> list[str]:
+    """Stop signals (``SIGTERM``, ``USR1``, ...) as ``SIG*`` names: those schedulers and launchers send to end a job."""
+    if not isinstance(names, list):
+        raise InputError(f"{path}={names!r} must be a list of signal names, e.g. {path}=[SIGTERM,SIGUSR1]")
+    out = []
+    for name in names:
+        text = str(name).upper()
+        text = text if text.startswith("SIG") else f"SIG{text}"
+        if text not in STOP_SIGNAL_CHOICES or not hasattr(signal, text):
+            raise InputError(f"{path}: {name!r} is not a stop signal; choose from {', '.join(STOP_SIGNAL_CHOICES)}")
+        out.append(text)
+    return out
 
 
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None,
@@ -188,6 +205,11 @@ class TrainConfig:
                                                              "updated every optimiser step; 0 = off")
     ema_export: bool = _opt(False, doc="model.pt holds the EMA weights (model_raw.pt the trained ones); "
                                        "else model.pt the trained ones and model_ema.pt the EMA")
+    save_on_signal: bool = _opt(True, doc="on a stop signal every rank agrees on a step boundary soon after it, "
+                                          "saves a checkpoint there and exits with code 75 (saved, resume me)")
+    stop_signals: list = _opt(["SIGTERM", "SIGUSR1"], check=check_signal_names,
+                              doc="the stop signals: SIGTERM (preemption, the launchers' shutdown), SIGUSR1 "
+                                  "(SLURM's warning before the time limit, launchers/slurm_train.sh)")
     memory_format: str = _opt("auto", choices=MEMORY_FORMAT_CHOICES,
                               doc="weights and batches: channels_last (NHWC), contiguous (NCHW), or "
                                   "auto (channels_last on CUDA, contiguous elsewhere)")

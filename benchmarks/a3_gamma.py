@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aadscale import attacks  # noqa: E402
 from aadscale.attacks.a3 import ATTENTION_ON  # noqa: E402
 from aadscale.attention import grad_cam, iou, topk_mask  # noqa: E402
+from aadscale.distributed import run_main  # noqa: E402
 
 
 def load(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
@@ -110,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,6 +30,7 @@ from aadscale.attacks.losses import ce_loss  # noqa: E402
 from aadscale.attacks.threat import LinfStep  # noqa: E402
 from aadscale.attention.gradcam import forward_with_cam  # noqa: E402
 from aadscale.attention.masks import threshold_mask  # noqa: E402
+from aadscale.distributed import run_main  # noqa: E402
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -91,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

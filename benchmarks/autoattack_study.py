@@ -20,6 +20,7 @@ from pathlib import Path
 from aadscale.cli import main as aadscale
 from aadscale.evaluate.compare import PAPER_COLUMNS, STRONG_COLUMNS
 from aadscale.evaluate.compare import mean_std as compare_stats
+from aadscale.distributed import run_main
 
 
 def _evaluate(run: Path, out: Path, options: list[str], limit: int | None, batch_size: int) -> None:
@@ -84,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 import torchvision
 
+from aadscale.distributed import run_main
 from aadscale.engine.manifest import ALGORITHM, damage, record, recorded_names, write_manifest
 
 MODEL_STATES = "mp_rank_00_model_states.pt"
@@ -103,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

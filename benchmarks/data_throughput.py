@@ -30,6 +30,7 @@ import torch
 from aadscale.data import build_loader
 from aadscale.data.photos import write_photo_folder
 from aadscale.memory_format import MEMORY_FORMATS
+from aadscale.distributed import run_main
 
 MIN_TIMED_IMAGES = 4096
 MIN_WAVES = 4  # batches per epoch >= MIN_WAVES x the start-up wave, so the wave is a small part
@@ -113,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

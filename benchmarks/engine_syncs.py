@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import aadscale  # noqa: E402
 from aadscale.config import load_config  # noqa: E402
-from aadscale.distributed import exit_process, shutdown  # noqa: E402
+from aadscale.distributed import run_main  # noqa: E402
 from aadscale.engine import Callback  # noqa: E402
 from aadscale.engine import trainer as loop  # noqa: E402
 
@@ -128,9 +128,7 @@ def main() -> None:
     for i, found in enumerate(steps.steps, start=1):
         by = ", ".join(f"{n} {k.split(' by ')[1]}" for k, n in collections.Counter(found).most_common())
         print(f"| {i} | {'yes' if i % args.log_every == 0 or i == args.steps else 'no'} | {len(found)} | {by} |")
-    shutdown()
-    exit_process(0)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from aadscale.config import load_config  # noqa: E402
 from aadscale.data.photos import write_photo_folder  # noqa: E402
 from aadscale.tracking import read_events  # noqa: E402
+from aadscale.distributed import run_main  # noqa: E402
 
 
 def synthetic_imagenet(root: Path, images: int, classes: int = 8) -> Path:
@@ -94,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

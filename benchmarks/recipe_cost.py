@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aadscale.distributed import run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("imagenet-convnext-t", "imagenet-vit-s", "imagenet-ares-swin-b")
 # the recipe's pieces set back to aadscale's defaults (the attack: PGD with the preset's eps and steps)
@@ -69,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from aadscale.cli import main as aadscale  # noqa: E402
 from aadscale.evaluate.compare import PAPER_COLUMNS, STRONG_COLUMNS, mean_std  # noqa: E402
+from aadscale.distributed import run_main  # noqa: E402
 
 OBJECTIVES = ("madry", "madry+aad")
 SEEDS = (0, 1, 2)
@@ -93,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

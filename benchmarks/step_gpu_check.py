@@ -24,6 +24,7 @@ from aadscale.attacks.standard import ce_objective
 from aadscale.fused import AdversarialStep
 from aadscale.memory_format import MEMORY_FORMATS
 from aadscale.precision import autocast_dtype
+from aadscale.distributed import run_main
 
 EPS = 8 / 255
 # model -> (image size, batch, smaller last batch); timm models at their ImageNet size, random init
@@ -104,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,6 +24,7 @@ from aadscale.engine.step import compute_loss
 from aadscale.fused import AdversarialStep
 from aadscale.objectives import build_objective
 from aadscale.precision import AUTOCAST
+from aadscale.distributed import run_main
 
 KINDS = ("plain", "madry", "alp", "madry+aad", "alp+aad")
 GIB = 2 ** 30
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -39,6 +39,7 @@ from aadscale.fused.graph import CapturedCall
 from aadscale.memory_format import MEMORY_FORMATS
 from aadscale.objectives import build_objective
 from aadscale.precision import AUTOCAST
+from aadscale.distributed import run_main
 
 EPS = 8 / 255
 # step kind -> (objective, attack forward-costs per PGD step, fixed attack costs, training costs)
@@ -227,4 +228,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aadscale.evaluate.compare import mean_std
 from aadscale.tuning.plots import grid_cells, grid_plots
+from aadscale.distributed import run_main
 
 PARAMS = ("objective.lambda1", "objective.lambda2")
 
@@ -66,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,6 +30,7 @@ from aadscale.config import AttackConfig  # noqa: E402
 from aadscale.engine.step import build_training_attack  # noqa: E402
 from aadscale.evaluate import TABLE6, robust_accuracy  # noqa: E402
 from aadscale.evaluate.suite import evaluate_suite  # noqa: E402
+from aadscale.distributed import run_main  # noqa: E402
 from tests.conftest import accuracy, digits_split, train_digits_model  # noqa: E402
 
 EPS = 0.1
@@ -144,4 +145,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from aadscale.config import list_presets, load_config
-from aadscale.distributed import exit_process, shutdown
+from aadscale.distributed import run_main
 from aadscale.engine import fit
 from aadscale.errors import InputError
 
@@ -55,7 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if code == 0:  # a rank that failed alone must not wait for the others at a barrier
-        shutdown()
-    exit_process(code)
+    run_main(main)

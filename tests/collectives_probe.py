@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from aadscale.distributed import run_main
+
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTIVES = ("all_reduce", "broadcast", "broadcast_object_list", "all_gather_object", "barrier")
 
@@ -109,8 +111,12 @@ def call_sites() -> dict:
     return {"calls": calls}
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Run the probe named by the first argument and print its RESULT line."""
     torch.set_num_threads(1)
     result = {"nccl-like": nccl_like, "helpers": helpers, "call-sites": call_sites}[sys.argv[1]]()
     print("RESULT " + json.dumps(result), flush=True)
-    os._exit(0)  # DeepSpeed's gloo threads may abort an orderly interpreter teardown
+
+
+if __name__ == "__main__":
+    run_main(main)

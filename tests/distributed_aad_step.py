@@ -15,8 +15,8 @@ import torch
 
 from aadscale import attacks, models, objectives
 from aadscale.config import load_config
-from aadscale.distributed import (barrier, broadcast_object, deepspeed_config, exit_process,
-                                  init_distributed, is_main, shutdown, sum_over_ranks)
+from aadscale.distributed import (barrier, broadcast_object, deepspeed_config, init_distributed, is_main,
+                                  run_main, sum_over_ranks)
 
 
 def param_checksum(engine, zero_stage: int) -> float:
@@ -65,9 +65,7 @@ def main() -> None:
                      "checksum": param_checksum(engine, args.zero)})
     # one write per line: the launcher merges every rank's stdout into one pipe
     os.write(1, f"RESULT {row}\n".encode())
-    shutdown()
-    exit_process(0)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

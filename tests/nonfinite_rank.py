@@ -12,7 +12,7 @@ import sys
 import torch
 
 from aadscale.config import load_config
-from aadscale.distributed import exit_process, init_distributed, shutdown
+from aadscale.distributed import init_distributed, run_main
 from aadscale.engine import NonFiniteLossError, fit
 from aadscale.engine import trainer as loop
 
@@ -38,9 +38,7 @@ def main() -> None:
     except NonFiniteLossError as err:
         error = str(err)
     os.write(1, f"RESULT {json.dumps({'rank': ctx.rank, 'error': error})}\n".encode())
-    shutdown()
-    exit_process(0)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,6 +9,7 @@ asked for them.
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from typing import Callable
 
@@ -22,6 +23,7 @@ import aadscale
 from aadscale import models
 from aadscale.config import load_config
 from aadscale.data import ensure_demo_data
+from aadscale.distributed import SavedOnSignal, StopSignals
 from aadscale.engine import Callback
 from aadscale.engine import trainer as loop
 from aadscale.engine.step import compute_loss
@@ -160,3 +162,49 @@ def test_the_trainers_loop_waits_on_the_host_only_on_logging_steps(tmp_path, dem
         assert steady == [[], []]
     else:  # ZeRO-2's own: the overflow flag and the gradient norm read in DeepSpeed's step (README)
         assert all(s and {a.split(" by ")[1] for a in s} == {"deepspeed"} for s in steady), steady
+
+
+COLLECTIVES = ("c10d.allreduce_", "c10d.broadcast_", "c10d.allgather_", "c10d.barrier")
+
+
+def collective_ops(ops: list[str]) -> list[str]:
+    return [op for op in ops if op in COLLECTIVES]
+
+
+class SignalAfter(SplitSteps):
+    """SplitSteps that also sends this process SIGUSR1 at the end of step ``at``; keeps each step's ops too."""
+
+    def __init__(self, log: OpLog, at: int) -> None:
+        super().__init__(log)
+        self.at, self.ops = at, []
+
+    def on_step_end(self, info) -> None:
+        self.ops.append(collective_ops(self.log.ops))
+        self.log.ops = []
+        super().on_step_end(info)
+        if info.step == self.at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_a_stop_signal_costs_no_sync_and_no_collective_until_the_read(tmp_path, demo_root):
+    # SIGUSR1 after step 2: steps 3 and 4 carry the note in the guard's own sum (no sync, the collectives
+    # of step 2, which had none); step 5 logs, reads the guard, and every rank stops there
+    cfg = load_config("demo", [f"data.root={demo_root}", f"log.dir={tmp_path}", "log.name=run",
+                               "data.batch_size=16", "data.workers=0", "attack.steps=1", "train.max_steps=8",
+                               "log.scalar_every=5", "log.image_every=0", "train.checkpoint_every=0"])
+    log = OpLog()
+    steps = SignalAfter(log, at=2)
+    with StopSignals(cfg.train.stop_signals) as signals:
+        run = loop.setup(cfg, [steps], None, None, signals=signals)
+        try:
+            with log, HostReads(log), pytest.raises(SavedOnSignal):
+                loop.train_one_epoch(run)
+        finally:
+            run.bar.close()
+            run.tb.close()
+    first, *steady, last = steps.per_step
+    assert len(steady) == 3  # steps 2-4; the stop came at step 5, after its callbacks
+    assert steady == [[], [], []], steady  # the note rides along without a host sync
+    assert any("guard.py:verdict" in a for a in last)
+    assert steps.ops[1] and steps.ops[1] == steps.ops[2] == steps.ops[3]  # the same collectives as before it
+    assert run.pos.step == 5 and (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step5"

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from aadscale.distributed import run_main
 from aadscale.errors import InputError
 from aadscale.tuning import SweepOptions, resume_sweep, run_sweep
 from aadscale.tuning.runner import PLACEMENTS, SCHEDULERS
@@ -96,4 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,12 +1,9 @@
 """Who am I in the job: rank, world and device under the DeepSpeed launcher, torchrun or a plain process."""
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -109,28 +106,3 @@ def rank_and_world() -> tuple[int, int]:
 def is_main() -> bool:
     """True on global rank 0, and in a process that never joined a group."""
     return not in_group() or dist.get_rank() == 0
-
-
-def shutdown() -> None:
-    """Leave the job: wait for every rank, then destroy the groups and DeepSpeed's references to them."""
-    if in_group():
-        barrier()
-        import deepspeed.comm
-        if deepspeed.comm.is_initialized():
-            deepspeed.comm.destroy_process_group()
-        else:
-            dist.destroy_process_group()
-
-
-def exit_process(code: int) -> NoReturn:
-    """End this rank with ``code`` once its output is flushed, skipping interpreter teardown.
-
-    ZeRO keeps gloo groups referenced past ``destroy_process_group`` (their threads stay
-    up); torn down with the interpreter, they can abort a rank whose run has finished
-    (SIGABRT, "terminate called without an active exception"), and the launcher then
-    reports the whole job failed. Call it last, after ``shutdown()``.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

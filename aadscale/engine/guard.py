@@ -1,10 +1,12 @@
-"""The non-finite guard: every step's loss and gradients judged on the device, read where the loop syncs anyway.
+"""The step guard: every step's loss and gradients judged on the device, read where the loop syncs anyway.
 
 Reading a flag on the host every step makes the host wait for the GPU every step. Instead
 each step writes its verdict into device tensors (summed over ranks, so that every rank
 agrees), and a copy of the training state (weights, buffers, optimiser state: what a step
 writes) follows the run on the device until a step is flagged, then freezes: whenever the
-loop reads the verdict, the state before the first bad step is still at hand.
+loop reads the verdict, the state before the first bad step is still at hand. The same
+sum carries each rank's note of a stop signal, so every rank learns at the same read that
+one of them was asked to stop, at no extra collective or sync.
 """
 from __future__ import annotations
 
@@ -23,6 +25,14 @@ WHAT = {LOSS: "the loss", GRADIENTS: "the gradients' global norm",
         LOSS | GRADIENTS: "the loss and the gradients' global norm"}
 
 Key = tuple[int, int, torch.dtype]  # a tensor's memory: data pointer, size, dtype
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What ``verdict()`` read: the first flagged step (None if none) and the first step a rank noted a
+    stop signal in (None if none)."""
+    nonfinite: "Verdict | None"
+    stop_step: int | None
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class NonFiniteGuard:
         self.first = torch.full((), -1, dtype=torch.int64, device=device)
         self.what = torch.zeros((), dtype=torch.int64, device=device)
         self.loss = torch.zeros((), device=device)
-        self._bad = torch.zeros(2, dtype=torch.int64, device=device)  # this step: [loss, gradients] not finite
+        self.stop = torch.full((), -1, dtype=torch.int64, device=device)  # first step a rank noted a stop signal
+        self._bad = torch.zeros(3, dtype=torch.int64, device=device)  # this step: [loss, gradients] not finite, stop
         self._step_loss = torch.zeros((), device=device)
         self._copies: dict[Key, tuple[torch.Tensor, int]] = {}  # memory -> (copy, step it was made at)
         self._marks: dict[int, tuple[Any, dict[Key, torch.Tensor]]] = {}  # step -> (host, off-device copies)
@@ -110,28 +121,34 @@ class NonFiniteGuard:
         """Judge the global norm of ``params``' gradients (ZeRO-0, after the backward) on the device."""
         self._bad[1] += (~torch.isfinite(grad_norm(params).to(self.device))).long()
 
-    def close_step(self) -> None:
-        """The step's verdict, counted over ranks on the device; the first flagged step is kept."""
+    def close_step(self, stop_noted: bool = False) -> None:
+        """The step's verdict, counted over ranks on the device; the first flagged step is kept, and the
+        first step in which any rank had ``stop_noted`` (a host flag: a step without it launches nothing more)."""
+        if stop_noted:
+            self._bad[2] += 1
         bad = all_reduce_sum(self._bad.clone()) > 0
         bits = bad[0].long() * LOSS + bad[1].long() * GRADIENTS
         new = (self.first < 0) & (bits > 0)
         self.first.copy_(torch.where(new, self._step, self.first))
         self.what.copy_(torch.where(new, bits, self.what))
         self.loss.copy_(torch.where(new, self._step_loss, self.loss))
+        self.stop.copy_(torch.where((self.stop < 0) & bad[2], self._step, self.stop))
 
     def flag_skipped(self) -> None:
         """DeepSpeed found the gradients non-finite and skipped the update (it read that on the host itself)."""
         self._bad[1] += 1
 
-    def verdict(self) -> Verdict | None:
-        """The first flagged step, or None; reads the device once: call it where the loop syncs anyway."""
-        first, what, loss = torch.stack([self.first.double(), self.what.double(), self.loss.double()]).tolist()
-        first, what = int(first), int(what)
+    def verdict(self) -> Reading:
+        """The first flagged step and the first stop step; reads the device once: call it where the loop syncs
+        anyway."""
+        first, what, loss, stop = torch.stack([self.first.double(), self.what.double(), self.loss.double(),
+                                               self.stop.double()]).tolist()
+        first, what, stop = int(first), int(what), int(stop) if stop >= 0 else None
         if first >= 0:
-            return Verdict(first, WHAT[what], None if math.isfinite(loss) else loss)  # this rank's value
+            return Reading(Verdict(first, WHAT[what], None if math.isfinite(loss) else loss), stop)  # this rank's loss
         for step in sorted(self._marks)[:-1]:  # all clear: only the latest mark can still be needed
             del self._marks[step]
-        return None
+        return Reading(None, stop)
 
     @torch.no_grad()
     def restore(self, step: int) -> Any:

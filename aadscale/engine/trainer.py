@@ -15,10 +15,11 @@ import torch
 from aadscale.attention import grad_cam
 from aadscale.config import Config, to_dict
 from aadscale.data.loader import Loader
-from aadscale.distributed import DistContext, broadcast_object, init_distributed, sum_over_ranks
+from aadscale.distributed import (DistContext, SavedOnSignal, StopSignals, all_gather_object, broadcast_object,
+                                  init_distributed, sum_over_ranks)
 from aadscale.engine.callbacks import Callback, StepInfo
 from aadscale.engine.checkpoint import Checkpointer, rng_state, set_rng_state
-from aadscale.engine.guard import NonFiniteGuard
+from aadscale.engine.guard import NonFiniteGuard, Reading
 from aadscale.engine.resume import (check_resume_classes, check_resume_config, check_resume_epoch,
                                     check_resume_world_size, describe_changes, read_saved_run)
 from aadscale.data.mix import build_mix
@@ -43,9 +44,11 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class Position:
-    """Where the loop is: optimiser steps done and the current epoch."""
+    """Where the loop is: optimiser steps done, the current epoch, and whether the evaluation of the epoch
+    just ended is still due (a stop signal cut it short)."""
     step: int = 0
     epoch: int = 0
+    eval_due: bool = False
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Run:
     max_steps: int
     tb: TBLogger
     bar: Progress | None
+    signals: StopSignals
     guard: NonFiniteGuard | None = None
     mix: Callable | None = None  # Mixup/CutMix of the device batch (timm's Mixup)
     ema: torch.nn.Module | None = None  # the EMA of the weights (timm's ModelEmaV3)
@@ -88,6 +92,8 @@ class Run:
     window: Window = field(default_factory=Window)
     metrics: dict = field(default_factory=dict)
     saved_at: int = -1
+    last_checkpoint: Path | None = None
+    stop_noted: bool = False  # this rank has folded a stop signal into a step's reduction
 
     @property
     def net(self) -> torch.nn.Module:
@@ -100,9 +106,11 @@ class Run:
 
 
 def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
-          deepspeed_config_path: str | None, allow_changes: Sequence[str] = ()) -> Run:
+          deepspeed_config_path: str | None, allow_changes: Sequence[str] = (),
+          signals: StopSignals | None = None) -> Run:
     """Run folder, data, model under DeepSpeed, attack and objective; the state of a checkpoint if resuming
-    (refused if it would change the run's config beyond ``allow_changes``, or its classes)."""
+    (refused if it would change the run's config beyond ``allow_changes``, or its classes). ``signals``: the
+    stop signals caught for the run (none by default)."""
     ctx = init_distributed()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     folder = RunFolder(Path(cfg.log.dir), broadcast_object(cfg.log.name or default_run_name(cfg.preset)))
@@ -129,7 +137,8 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     run = Run(cfg, ctx, folder, checkpointer, train_loader, val_loader, engine, scheduler, generator,
               attack=None, objective=build_objective(**dataclasses.asdict(cfg.objective)), layout=layout,
               max_steps=cfg.train.max_steps or steps_per_epoch * cfg.train.epochs,
-              tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, callbacks=callbacks,
+              tb=TBLogger(folder.tb, enabled=ctx.is_main), bar=None, signals=signals or StopSignals([]),
+              callbacks=callbacks,
               mix=build_mix(cfg.augment.mixup, cfg.augment.cutmix, prob=cfg.augment.mix_prob,
                             switch=cfg.augment.mix_switch, num_classes=cfg.model.num_classes,
                             micro_batch=train_loader.batch_size),
@@ -137,7 +146,7 @@ def setup(cfg: Config, callbacks: Sequence[Callback], resume: str | None,
     if tag:
         client = checkpointer.load(engine, tag, generator, run.ema, seed=cfg.train.seed, universal=universal)
         load_position(run, client)
-        run.saved_at = run.pos.step
+        run.saved_at, run.last_checkpoint = run.pos.step, checkpointer.directory / tag
         if ctx.is_main:
             log.info("resumed from %s at step %d, epoch %d%s", tag, run.pos.step, run.pos.epoch,
                      f"; changed: {describe_changes(changes)}" if changes else "")
@@ -190,11 +199,13 @@ def load_loop_state(run: Run, state: dict) -> None:
         setattr(run.engine, name, value)
 
 
-def stop_if_nonfinite(run: Run) -> None:
-    """Read the guard (one device sync); after a flagged step put back the state before it, save it, and stop."""
-    verdict = run.guard.verdict()
+def read_guard(run: Run) -> Reading:
+    """Read the guard (one device sync); after a flagged step put back the state before it, save it, and stop.
+    A stop signal a rank noted is returned for the caller to stop at its own step boundary."""
+    reading = run.guard.verdict()
+    verdict = reading.nonfinite
     if verdict is None:
-        return
+        return reading
     load_loop_state(run, run.guard.restore(verdict.step))
     folder = save(run, f"step{verdict.step}-before-nonfinite")
     value = "" if verdict.loss is None else f" (loss {verdict.loss})"
@@ -202,6 +213,24 @@ def stop_if_nonfinite(run: Run) -> None:
         f"{verdict.what} became non-finite{value} at step {verdict.step + 1} (epoch {run.pos.epoch}); "
         f"the state before that step is saved in {folder}. Lower optim.lr or set optim.grad_clip, check "
         "the data, then resume with --resume auto --allow-change optim.lr,optim.grad_clip")
+
+
+def stop_on_signal(run: Run, during: str) -> None:
+    """Every rank is here at the same step: make sure a checkpoint of it exists, say which signal reached which
+    rank, and raise ``SavedOnSignal`` (exit code 75 through the exit path)."""
+    folder = run.last_checkpoint if run.saved_at == run.pos.step else save(run, f"step{run.pos.step}")
+    received = run.signals.received
+    names = all_gather_object(None if received is None else received.name)  # once, at the stop
+    if received is not None:
+        log.warning("rank %d: stopping at step %d, %.2f s after %s", run.ctx.rank, run.pos.step,
+                    time.monotonic() - received.at, received.name)
+    ranks = [r for r, name in enumerate(names) if name]
+    first = next(name for name in names if name)
+    if run.ctx.is_main:
+        log.warning("%s reached rank(s) %s during %s; every rank stopped at step %d (epoch %d) and saved %s; "
+                    "exit code 75 (saved, resume me): run the same command with --resume auto to continue",
+                    first, ", ".join(map(str, ranks)), during, run.pos.step, run.pos.epoch, folder)
+    raise SavedOnSignal(first, run.pos.step, folder)
 
 
 def save(run: Run, tag: str) -> Path:
@@ -212,6 +241,7 @@ def save(run: Run, tag: str) -> Path:
     client = {**position(run), "config": to_dict(run.cfg), "classes": run.train_loader.classes,
               "world_size": run.ctx.world_size}
     folder = run.checkpointer.save(run.engine, tag, client, run.generator, run.ema)
+    run.last_checkpoint = folder
     for cb in run.callbacks:
         cb.on_checkpoint(run.info(checkpoint=folder))
     return folder
@@ -238,7 +268,12 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.
             run.guard.flag_skipped()
         elif run.ema is not None:
             run.ema.update(run.net, step=run.pos.step + 1)  # timm's count: the first update copies the weights
-        run.guard.close_step()
+        noted = run.signals.received
+        if noted is not None and not run.stop_noted:
+            run.stop_noted = True
+            log.warning("rank %d: %s received during step %d; every rank stops at the next step that reads the "
+                        "device (logging, checkpoint or epoch end)", run.ctx.rank, noted.name, run.pos.step + 1)
+        run.guard.close_step(stop_noted=noted is not None)  # a host flag: a step without a signal adds nothing
     return out, x_adv, boundary
 
 
@@ -251,8 +286,7 @@ def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | Non
     run.window.steps += 1
     logging = pos.step % cfg.log.scalar_every == 0 or pos.step == run.max_steps
     checkpoint = bool(cfg.train.checkpoint_every and pos.step % cfg.train.checkpoint_every == 0)
-    if logging or checkpoint:
-        stop_if_nonfinite(run)
+    reading = read_guard(run) if logging or checkpoint else None
     if logging:
         if run.attack is not None:
             run.attack.check_pixels()  # deferred from every step to this sync point
@@ -270,6 +304,8 @@ def after_update(run: Run, out: dict, x: torch.Tensor, x_adv: torch.Tensor | Non
     run.guard.mark(pos.step, loop_state(run))
     for cb in run.callbacks:
         cb.on_step_end(run.info())
+    if reading is not None and reading.stop_step is not None:
+        stop_on_signal(run, f"step {reading.stop_step + 1}")
 
 
 def train_one_epoch(run: Run) -> bool:
@@ -300,29 +336,52 @@ def train_one_epoch(run: Run) -> bool:
 
 
 def end_of_epoch(run: Run) -> None:
-    """The epoch is over: evaluate when due (not after the last: ``finish`` does), save, tell the callbacks."""
+    """The epoch is over: evaluate when due (not after the last: ``finish`` does), save, tell the callbacks;
+    then stop if a rank noted a stop signal."""
     cfg = run.cfg
-    stop_if_nonfinite(run)
+    reading = read_guard(run)
     run.pos.epoch += 1
-    evaluated = bool(cfg.eval.every_epochs and run.pos.epoch % cfg.eval.every_epochs == 0
-                     and run.pos.epoch < cfg.train.epochs)
-    if evaluated:
-        for prefix, model in evaluated_models(run).items():
-            run.metrics.update({f"{prefix}/{k}": v for k, v in evaluate(model, run.val_loader, cfg, run.ctx).items()})
-        run.tb.scalars({k: v for k, v in run.metrics.items() if k.startswith("eval")}, run.pos.step)
+    run.saved_at = -1  # a checkpoint of this step (train.checkpoint_every) holds the epoch before
+    run.pos.eval_due = bool(cfg.eval.every_epochs and run.pos.epoch % cfg.eval.every_epochs == 0
+                            and run.pos.epoch < cfg.train.epochs)
+    evaluated = evaluate_epoch(run)
     save(run, f"epoch{run.pos.epoch}")
     run.guard.mark(run.pos.step, loop_state(run))  # the next step starts the next epoch
     for cb in run.callbacks:
         cb.on_epoch_end(run.info(evaluated=evaluated))
+    if reading.stop_step is not None:
+        stop_on_signal(run, f"step {reading.stop_step + 1}")
+
+
+def evaluate_epoch(run: Run) -> bool:
+    """The epoch-end evaluation if it is due; True if it ran. A stop signal during it ends it early on every
+    rank: the state is saved with the evaluation still due (a resumed run runs it first) and the run stops."""
+    if not run.pos.eval_due:
+        return False
+    scores = {}
+    for prefix, model in evaluated_models(run).items():
+        accuracy = evaluate(model, run.val_loader, run.cfg, run.ctx, run.signals)
+        if accuracy is None:
+            stop_on_signal(run, "the evaluation")
+        scores.update({f"{prefix}/{k}": v for k, v in accuracy.items()})
+    run.metrics.update(scores)
+    run.tb.scalars(scores, run.pos.step)
+    run.pos.eval_due = False
+    return True
 
 
 def finish(run: Run) -> dict:
     """The last checkpoint if it is new, the final evaluation, eval.json, hparams and model.pt."""
     cfg, pos = run.cfg, run.pos
-    stop_if_nonfinite(run)
+    reading = read_guard(run)
     if run.saved_at != pos.step:
         save(run, f"step{pos.step}")
-    results = {prefix: evaluate(model, run.val_loader, cfg, run.ctx) for prefix, model in evaluated_models(run).items()}
+    if reading.stop_step is not None:
+        stop_on_signal(run, f"step {reading.stop_step + 1}")
+    results = {prefix: evaluate(model, run.val_loader, cfg, run.ctx, run.signals)
+               for prefix, model in evaluated_models(run).items()}
+    if None in results.values():  # cut short by a stop signal: a resumed run evaluates again
+        stop_on_signal(run, "the final evaluation")
     final = results["eval"]
     for prefix, accuracy in results.items():
         run.tb.scalars({f"{prefix}/{k}": v for k, v in accuracy.items()}, pos.step)
@@ -345,17 +404,28 @@ def fit(cfg: Config, callbacks: Sequence[Callback] = (), *, resume: str | None =
     checkpoints), "auto" (latest checkpoint if any) or a checkpoint tag. A resume refuses
     config changes outside ``resume.ALLOWED_ON_RESUME`` unless ``allow_changes`` names the
     fields (or sections), and data of other classes.
+
+    With ``train.save_on_signal``, a stop signal (``train.stop_signals``) makes every rank stop at the
+    next step boundary where the loop reads the device, with a complete checkpoint there, and raise
+    ``SavedOnSignal`` (the entry points exit with code 75: resume me).
     """
-    run = setup(cfg, callbacks, resume, deepspeed_config_path, allow_changes)
+    signals = StopSignals(cfg.train.stop_signals if cfg.train.save_on_signal else []).install()
     try:
-        while run.pos.epoch < cfg.train.epochs and run.pos.step < run.max_steps:
-            if not train_one_epoch(run):
-                break
-            end_of_epoch(run)
-        return finish(run)
+        run = setup(cfg, callbacks, resume, deepspeed_config_path, allow_changes, signals)
+        try:
+            if evaluate_epoch(run):  # a stop signal cut the last epoch's evaluation short
+                for cb in run.callbacks:
+                    cb.on_epoch_end(run.info(evaluated=True))
+            while run.pos.epoch < cfg.train.epochs and run.pos.step < run.max_steps:
+                if not train_one_epoch(run):
+                    break
+                end_of_epoch(run)
+            return finish(run)
+        finally:
+            run.bar.close()
+            run.tb.close()
     finally:
-        run.bar.close()
-        run.tb.close()
+        signals.close()
 
 
 def evaluated_models(run: Run) -> dict[str, torch.nn.Module]:
@@ -363,16 +433,22 @@ def evaluated_models(run: Run) -> dict[str, torch.nn.Module]:
     return {"eval": run.net, **({"eval_ema": run.ema.module} if run.ema is not None else {})}
 
 
-def evaluate(model: torch.nn.Module, val_loader: Loader, cfg: Config, ctx: DistContext) -> dict[str, float]:
-    """Robust accuracy on a fixed subset of the validation split, summed over ranks, ``worst`` included."""
+def evaluate(model: torch.nn.Module, val_loader: Loader, cfg: Config, ctx: DistContext,
+             signals: StopSignals | None = None) -> dict[str, float] | None:
+    """Robust accuracy on a fixed subset of the validation split, summed over ranks, ``worst`` included;
+    None when a stop signal (``signals``) cut it short on any rank (the sum carries that, so all agree)."""
     per_rank = math.ceil(cfg.eval.subset / ctx.world_size / cfg.eval.batch_size)
     val_loader.load_state_dict({"epoch": 0, "batch": 0})  # the same images every time
+    stop = None if signals is None else (lambda: signals.received is not None)
     local = robust_accuracy(model, val_loader, cfg.eval.attacks, eps=cfg.eval.eps, progress=ctx.is_main,
-                            max_batches=per_rank, worst=len(cfg.eval.attacks) > 1)
+                            max_batches=per_rank, worst=len(cfg.eval.attacks) > 1, stop=stop)
     names = [k for k in local if k != "n"]
-    counts = sum_over_ranks(torch.tensor([local[k] * local["n"] / 100 for k in names] + [local["n"]],
+    cut = float(stop is not None and stop())
+    counts = sum_over_ranks(torch.tensor([local[k] * local["n"] / 100 for k in names] + [local["n"], cut],
                                          dtype=torch.float64)).cpu()
-    n = counts[-1].item()
+    if counts[-1].item() > 0:
+        return None
+    n = counts[-2].item()
     return {**{k: 100.0 * counts[i].item() / n for i, k in enumerate(names)}, "n": int(n)}
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ def worst_case(right: dict[str, torch.Tensor]) -> torch.Tensor:
 def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] = TABLE6, *,
                     eps: float, gamma: float = 10.0, device: torch.device | str | None = None,
                     progress: bool = True, max_batches: int | None = None,
-                    seed: int = 0, worst: bool = False) -> dict[str, float]:
+                    seed: int = 0, worst: bool = False, stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Accuracy in percent under each attack, over all ``(x, y)`` batches; ``"n"`` counts images.
 
     Every attack runs on the same images in float32 with the model in eval mode. Columns
@@ -62,6 +62,8 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
     twice is run once. Random starts come from ``column_generator(seed, batch, column)``: the
     same numbers on every call, whatever the global RNG, and the same starts for every step
     count of an attack. ``worst=True`` adds ``"worst"``: the images that resist every column.
+    ``stop``, asked before each batch, ends the evaluation early when it answers True (the result
+    then covers the ``"n"`` images seen so far, possibly none).
     """
     columns = list(dict.fromkeys(parse_attack_name(a).name for a in attacks))
     if not columns:
@@ -74,6 +76,8 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
         bar = tqdm(itertools.islice(batches, max_batches), total=_batch_count(batches, max_batches),
                    desc="robust eval", disable=not progress, leave=False)
         for b, (x, y) in enumerate(bar):
+            if stop is not None and stop():
+                break
             x, y = x.to(device).float(), y.to(device)
             right = attack_batch(model, x, y, columns, eps=eps, gamma=gamma, seed=seed, batch=b)
             if worst:
@@ -82,9 +86,9 @@ def robust_accuracy(model: nn.Module, batches: Iterable, attacks: Iterable[str] 
                 correct[c] += int(r.sum())
             n += y.shape[0]
             bar.set_postfix({k: f"{100 * v / n:.1f}" for k, v in list(correct.items())[:4]})
-    if n == 0:
+    if n == 0 and not (stop is not None and stop()):
         raise InputError("no images were evaluated: the batches were empty")
-    return {**{k: 100.0 * v / n for k, v in correct.items()}, "n": n}
+    return {**{k: 100.0 * v / max(n, 1) for k, v in correct.items()}, "n": n}
 
 
 def _batch_count(batches: Iterable, max_batches: int | None) -> int | None:

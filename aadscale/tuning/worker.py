@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from aadscale.config import from_dict
+from aadscale.distributed import shutdown
 from aadscale.engine import Callback, StepInfo, fit
 from aadscale.engine.checkpoint import files_of_rank
 from aadscale.tracking import RunFolder
@@ -131,7 +132,7 @@ def resume_message(trial: str, meta: dict, source: str) -> str:
 
 
 def train_worker(loop_config: dict) -> None:
-    """The Ray Train loop of one trial: restore the newest Ray checkpoint if any, then ``fit``."""
+    """The Ray Train loop of one trial: restore the newest Ray checkpoint if any, ``fit``, leave the groups."""
     import ray.train
     cfg = from_dict(loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
@@ -151,3 +152,4 @@ def train_worker(loop_config: dict) -> None:
     result = fit(cfg, [reporter, *loop_config.get("callbacks", ())], resume=resume,
                  allow_changes=loop_config.get("allow_changes", ()))
     reporter.finish(result)
+    shutdown()  # the exit path's first half: Ray owns this process and ends it
