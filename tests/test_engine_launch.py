@@ -89,3 +89,27 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, demo_root
                for r in rows), rows
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step1-before-nonfinite"
     assert not (tmp_path / "run" / "eval.json").exists()
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_signalled_mid_epoch_exits_75_and_resumes_to_the_unbroken_weights(tmp_path, demo_root):
+    common = [f"data.root={demo_root}", f"log.dir={tmp_path}", "model.name=lenet_small", "model.in_channels=3",
+              "attack.name=step_ll", "attack.steps=1", "data.batch_size=64", "data.image_size=16", "data.workers=1",
+              "train.max_steps=8", "log.scalar_every=3", "train.checkpoint_every=0", "log.image_every=0",
+              "eval.subset=16", "eval.batch_size=16", "eval.attacks=clean"]
+    # the unbroken run, then the same run whose rank 1 alone gets SIGUSR1 after step 2: both ranks stop at
+    # step 3, where the guard is read; the launcher was not signalled, so it passes the ranks' 75 on
+    jobs = [{"overrides": [*common, "log.name=unbroken"], "resume": None},
+            {"overrides": [*common, "log.name=run"], "resume": None, "signal": {"rank": 1, "step": 2}}]
+    first = run_deepspeed(ROOT / "tests" / "fit_jobs.py", [json.dumps(jobs)], nprocs=2, timeout=400)
+    out = first.stdout + first.stderr
+    assert first.returncode == 75, out[-3000:]
+    assert "SIGUSR1 reached rank(s) 1 during step 3; every rank stopped at step 3 (epoch 0)" in out, out[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step3"
+    second = run_torchrun(LAUNCHER, ["--preset", "demo", "--name", "run", "--resume", "auto", *common],
+                          nprocs=2, timeout=400)
+    check(second)
+    a, b = (torch.load(tmp_path / name / "model.pt", weights_only=True)["model"] for name in ("unbroken", "run"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [read_events(tmp_path / name / "tb")["scalars"]["train/loss"] for name in ("unbroken", "run")]
+    assert losses[0] == losses[1] and [s for s, _ in losses[1]] == [3, 6, 8]  # no step lost or repeated

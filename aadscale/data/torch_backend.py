@@ -14,6 +14,7 @@ from aadscale.data.loader import Batch, Loader
 from aadscale.data.sampler import mix_seed
 from aadscale.data.scan import UNREADABLE
 from aadscale.data.sources import FileSamples
+from aadscale.distributed.signals import ignore_in_worker
 from aadscale.errors import InputError
 
 log = logging.getLogger("aadscale.data")
@@ -79,6 +80,6 @@ class TorchLoader(Loader):
         items = [(i, epoch_seed) for i in self.remaining()[self.rank]]
         if not items:
             return
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=items,
-                            num_workers=self.workers, pin_memory=torch.cuda.is_available())
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=items, num_workers=self.workers,
+                            pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_in_worker)
         yield from loader

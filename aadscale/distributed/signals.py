@@ -32,6 +32,19 @@ class SavedOnSignal(Exception):
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
 
 
+def ignore_in_worker(worker_id: int) -> None:
+    """A data-loader worker's ``worker_init_fn``: ignore the stop signals its parent rank catches.
+
+    The DeepSpeed launcher signals every process of a rank's tree and torch gives its workers a
+    handler that dies on SIGTERM; a dead worker would fail the rank before it can save. A forked
+    worker still holds its parent's Python handlers, which say which signals the rank catches.
+    """
+    for number in signal.Signals:
+        handler = signal.getsignal(number)
+        if isinstance(getattr(handler, "__self__", None), StopSignals):
+            signal.signal(number, signal.SIG_IGN)
+
+
 class StopSignals:
     """Catches ``names`` while installed (main thread only: Python delivers signals there) and notes the first.
 
