@@ -20,7 +20,8 @@ from aadscale.errors import InputError
 ALLOWED_ON_RESUME = (
     "preset", "log", "eval",
     "train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.deterministic", "train.step_mode", "train.memory_format", "optim.implementation",
+    "train.deterministic", "train.step_mode", "train.memory_format", "train.save_on_signal", "train.stop_signals",
+    "optim.implementation",
     "data.root", "data.workers", "data.backend", "data.val_split", "data.val_resize",
     "model.pretrained",  # the starting weights, which the checkpoint's replace
 )
