@@ -72,8 +72,11 @@ def test_a_signal_mid_epoch_stops_at_the_next_read_and_the_resume_is_exact(tmp_p
     assert steps == sorted(set(steps)) and 4 in steps  # no step logged twice, none lost
 
 
-def test_a_signal_during_the_epoch_evaluation_saves_it_as_due(tmp_path, demo_root, per_epoch, unbroken,
-                                                             monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("when", ["evaluation", "last step"])
+def test_a_signal_at_the_epoch_end_leaves_its_evaluation_due(tmp_path, demo_root, per_epoch, unbroken,
+                                                            monkeypatch, when):  # noqa: F811
+    # during the epoch-end evaluation, or in the epoch's last step (read at the epoch end, no logging step)
+    assert per_epoch % 4 != 0
     real, calls = loop.robust_accuracy, {"n": 0}
 
     def signalled(*args, **kwargs):  # the signal lands while the first evaluation runs
@@ -82,10 +85,12 @@ def test_a_signal_during_the_epoch_evaluation_saves_it_as_due(tmp_path, demo_roo
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "robust_accuracy", signalled)
+    if when == "evaluation":
+        monkeypatch.setattr(loop, "robust_accuracy", signalled)
     cfg = small_cfg(tmp_path, demo_root, *COMMON)
+    callbacks = [SignalAt(per_epoch - 1, signal.SIGTERM)] if when == "last step" else []
     with pytest.raises(SavedOnSignal, match=f"SIGTERM received: stopped at step {per_epoch} "):
-        fit(cfg)
+        fit(cfg, callbacks)
     ckpt = tmp_path / "run" / "checkpoints"
     tag = (ckpt / "latest").read_text()
     position = json.loads((ckpt / tag / "client_state.json").read_text())["position"]

@@ -336,21 +336,21 @@ def train_one_epoch(run: Run) -> bool:
 
 
 def end_of_epoch(run: Run) -> None:
-    """The epoch is over: evaluate when due (not after the last: ``finish`` does), save, tell the callbacks;
-    then stop if a rank noted a stop signal."""
+    """The epoch is over: evaluate when due (not after the last: ``finish`` does), save, tell the callbacks.
+    After a stop signal the state is saved at once, the evaluation left due for the resumed run."""
     cfg = run.cfg
     reading = read_guard(run)
     run.pos.epoch += 1
     run.saved_at = -1  # a checkpoint of this step (train.checkpoint_every) holds the epoch before
     run.pos.eval_due = bool(cfg.eval.every_epochs and run.pos.epoch % cfg.eval.every_epochs == 0
                             and run.pos.epoch < cfg.train.epochs)
+    if reading.stop_step is not None:
+        stop_on_signal(run, f"step {reading.stop_step + 1}")
     evaluated = evaluate_epoch(run)
     save(run, f"epoch{run.pos.epoch}")
     run.guard.mark(run.pos.step, loop_state(run))  # the next step starts the next epoch
     for cb in run.callbacks:
         cb.on_epoch_end(run.info(evaluated=evaluated))
-    if reading.stop_step is not None:
-        stop_on_signal(run, f"step {reading.stop_step + 1}")
 
 
 def evaluate_epoch(run: Run) -> bool:
