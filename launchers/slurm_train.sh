@@ -63,8 +63,8 @@ if (( ${SLURM_RESTART_COUNT:-0} > 0 )) && ! given --resume; then
 fi
 # Each rank records its exit code here (a folder every node sees): rank 0's 75 means "saved, resume me".
 export AADSCALE_EXIT_DIR="${AADSCALE_EXIT_DIR:-$AADSCALE_DIR/runs/.exit/$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}}"
-rm -rf "$AADSCALE_EXIT_DIR"
 mkdir -p "$AADSCALE_EXIT_DIR"
+rm -f "$AADSCALE_EXIT_DIR"/rank*  # none left from an earlier start
 RELAY=("$PYTHON" -m aadscale.distributed.relay --signals "$STOP_SIGNALS" --)  # one per node: see its docstring
 
 SRUN_PID=""
