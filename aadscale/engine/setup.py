@@ -72,10 +72,24 @@ def build_data(cfg: Config, ctx: DistContext, root: str, layout: str):
     return train, val
 
 
+def forget_deepspeed_autocast() -> None:
+    """Clear the torch autocast dtype an earlier engine of this process left in DeepSpeed's module globals.
+
+    deepspeed 0.19.8 records it (``deepspeed.runtime.torch_autocast``) when an engine enables
+    ``torch_autocast`` and never clears it, and a ZeRO 1-3 optimiser built later reads it: after an fp16
+    run, an fp32 ZeRO 1-3 engine of the same process gets a GradScaler that divides its (unscaled)
+    gradients by 65536 at every step, and trains otherwise than the same run in a fresh process. An
+    engine that enables autocast sets both again (``init_autocast_params``, before its optimiser)."""
+    from deepspeed.runtime import torch_autocast
+    torch_autocast.TORCH_AUTOCAST_INITIALIZED = False
+    torch_autocast.TORCH_AUTOCAST_DTYPE = None
+
+
 def build_engine(cfg: Config, ctx: DistContext, steps_per_epoch: int,
                  deepspeed_config_path: str | None, layout: str):
     """The model under DeepSpeed, its optimiser and learning-rate schedule (weights in ``layout`` at ZeRO-0)."""
     import deepspeed
+    forget_deepspeed_autocast()  # the engine's own config alone decides its precision
     model = models.build_from_config(cfg.model).to(ctx.device)
     optimizer = build_optimizer(cfg.optim, model, cfg.data.batch_size)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
