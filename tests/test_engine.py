@@ -253,17 +253,16 @@ def test_half_precision_trains_with_finite_losses(tmp_path, demo_root, precision
     assert len(losses) == 2 and all(abs(v) < 1e3 for v in losses)
 
 
-def test_an_fp16_run_leaves_no_loss_scaler_to_the_next_engine_of_the_process(tmp_path, demo_root):
+def test_an_fp16_engine_leaves_no_loss_scaler_to_the_next_engine_of_the_process(tmp_path, demo_root):
     # DeepSpeed keeps an fp16 engine's autocast dtype in module globals, and a ZeRO 1-3 optimiser built later
-    # in the process read it: an fp32 ZeRO-3 run after an fp16 one divided its gradients by a GradScaler's
-    # 65536 at every step (the reference runs of test_engine_world_size trained otherwise in the full suite)
+    # in the process reads it: without build_engine clearing them, an fp32 ZeRO-3 engine built after an fp16
+    # one gets a GradScaler that divides its unscaled gradients by 65536 at every step
     from aadscale.distributed import init_distributed
     from aadscale.engine.setup import build_engine
-    fit(small_cfg(tmp_path / "fp16", demo_root, "train.precision=fp16", "attack.precision=fp16",
-                  "train.max_steps=1", "log.image_every=0", "eval.attacks=clean"))
-    cfg = small_cfg(tmp_path / "fp32", demo_root, "train.zero_stage=3", "optim.name=adamw")
-    engine, _ = build_engine(cfg, init_distributed(), 10, None, "contiguous")
-    assert engine.optimizer.torch_autocast_gradscaler is None
+    ctx = init_distributed()
+    build_engine(small_cfg(tmp_path, demo_root, "train.precision=fp16"), ctx, 10, None, "contiguous")
+    fp32 = small_cfg(tmp_path, demo_root, "train.zero_stage=3", "optim.name=adamw")
+    assert build_engine(fp32, ctx, 10, None, "contiguous")[0].optimizer.torch_autocast_gradscaler is None
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
