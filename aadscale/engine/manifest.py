@@ -25,9 +25,12 @@ def recorded_names(folder: Path) -> list[str]:
 
 def digest(path: Path) -> dict:
     """``{"size": bytes, "sha256": hex digest}`` of the file ``path``."""
+    hasher = hashlib.new(ALGORITHM)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        return {"size": size, ALGORITHM: hashlib.file_digest(f, ALGORITHM).hexdigest()}
+        for chunk in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest needs Python 3.11
+            hasher.update(chunk)
+    return {"size": size, ALGORITHM: hasher.hexdigest()}
 
 
 def record(folder: Path, names: Iterable[str]) -> dict[str, dict]:
