@@ -1,6 +1,6 @@
 """Run a launcher so that stop signals reach its ranks and its exit code is theirs.
 
-    python -m aadscale.distributed.relay [--signals SIGTERM,SIGUSR1] -- deepspeed --num_gpus 8 launchers/train_imagenet.py ...
+    python -m aadscale.distributed.relay [--signals SIGTERM,SIGUSR1] -- deepspeed --num_gpus 8 train.py ...
 
 Neither launcher does both on its own: the ``deepspeed`` command dies on SIGTERM without
 passing it on (its ranks never hear of it) and its per-node launcher exits 1 once it has
