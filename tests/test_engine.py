@@ -308,3 +308,15 @@ def test_fit_trains_a_tiny_timm_model_and_evaluate_rebuilds_it(tmp_path, demo_ro
     loaded = load_model(run / "model.pt")  # the exported config carries model.kwargs
     assert loaded.config.model.kwargs == TINY_TIMM[name] and loaded.model.cam_layer == cam_layer
     assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_deterministic_kernels_follow_each_runs_own_config():
+    from aadscale.engine.setup import seed_everything
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        seed_everything(0, True)
+        assert torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, False)  # a later run of the same process, without train.deterministic
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=True)

@@ -23,12 +23,13 @@ log = logging.getLogger("aadscale.engine")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    """Same initial weights on every rank and a reproducible run."""
+    """Same initial weights on every rank and a reproducible run; deterministic kernels exactly when asked
+    (an earlier run of the process may have turned them on)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
 
