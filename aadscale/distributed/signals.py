@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
 RESUME_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: the run saved on a signal; run it again to resume
 
 
