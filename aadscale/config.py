@@ -392,7 +392,7 @@ def validate(cfg: Config) -> Config:
 
 
 def _check_recipe(cfg: Config) -> None:
-    """The cross-field rules of issue 22's recipe fields (TRADES' attack, APGD's step, EMA under ZeRO-3)."""
+    """The cross-field rules of the recipe's fields (TRADES' attack, APGD's step, EMA under ZeRO-3)."""
     kind = objective_kind(cfg.objective.name)
     if kind.attack_loss == "kl" and cfg.attack.name != "pgd":
         raise InputError(f"objective.name={cfg.objective.name!r} trains on TRADES' attack, PGD on its KL term: "

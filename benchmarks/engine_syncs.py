@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/engine_syncs.py --steps 4 train.zero_stage=3 train.precision=fp32
 
 Under the DeepSpeed launcher on a GPU the group is NCCL with one rank, so the project's
-collectives run and refuse any tensor off the GPU (issue 20, item 1): a run that finishes
+collectives run and refuse any tensor off the GPU: a run that finishes
 shows none. There ``torch.cuda.set_sync_debug_mode("warn")`` warns at every synchronising
 CUDA call. On CPU the calls that would sync on CUDA are caught by name with
 ``tests/test_step_syncs.py``'s detector (ops such as ``_local_scalar_dense``, host reads such

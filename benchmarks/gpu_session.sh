@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issues 12, 15 and 20 in one run on a lent machine, each under its own time limit,
+# Every GPU measurement of BENCHMARKS.md's GPU table in one run on a lent machine, each under its own time limit,
 # logs and a summary under $OUT (default ./gpu-out). Expected 6-9 minutes on an H100/H200 (not yet
-# run: no GPU in the session that wrote it); the limits add up to more than the 520 s budget, and a step that
+# run on a GPU); the limits add up to more than the 520 s budget, and a step that
 # would start with under 30 s of it left is skipped and says so.
 #
 # Before it, as ../shared/gpu/README.md says: `bash ../shared/gpu/pack.sh` here once, then on the
@@ -59,7 +59,7 @@ HAS_DALI=$($PY -c "import nvidia.dali" 2>/dev/null && echo 1 || echo 0)
 
 # 1. correctness first: graph mode equal to eager (NCHW fp32 attack, channels_last bf16 attack)
 run gpu_check 90 $PY benchmarks/step_gpu_check.py
-#    issue 20: the engine under the DeepSpeed launcher on one GPU (an NCCL group of one rank, so the
+#    the engine under the DeepSpeed launcher on one GPU (an NCCL group of one rank, so the
 #    collectives' device rule is live) and its host syncs per step under CUDA's sync debug mode
 run engine_syncs_z0 60 deepspeed --num_gpus 1 benchmarks/engine_syncs.py --steps 8 train.zero_stage=0
 run engine_syncs_z2 60 deepspeed --num_gpus 1 benchmarks/engine_syncs.py --steps 8 train.zero_stage=2
@@ -94,7 +94,7 @@ fi
 #    activation memory per image against the allocator's peak: the batch-size guidance
 run step_memory 60 $PY benchmarks/step_memory.py --batches 16 32
 
-# 5. the timm backbones (issue 15), 224 px, random init: graph equal to eager, then the steps in
+# 5. the timm backbones, 224 px, random init: graph equal to eager, then the steps in
 #    the ImageNet presets' layout (channels_last for ConvNeXt; a ViT's tokens have no such layout)
 run gpu_check_timm 90 $PY benchmarks/step_gpu_check.py --models timm/convnext_tiny timm/vit_small_patch16_224
 TIMM="--image-size 224 --precision bf16 --batch 128 --kinds plain madry madry+aad --modes eager graph \

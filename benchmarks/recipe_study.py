@@ -1,4 +1,4 @@
-"""Issue 22's demo-scale study: madry and madry+aad with the recipe's regularisers that make sense on digits
+"""The recipe's demo-scale study: madry and madry+aad with the recipe's regularisers that make sense on digits
 (EMA, label smoothing, the attack's eps warm-up) against the same objectives without them (an ``aadscale compare``
 study, e.g. runs/compare-control), seeds 0-2, every model attacked by the suite on the same images.
 

@@ -1,4 +1,4 @@
-"""RandAugment, colour jitter and random erasing in the torch and DALI loaders (issue 22 item 2)."""
+"""RandAugment, colour jitter and random erasing in the torch and DALI loaders."""
 from __future__ import annotations
 
 import logging

@@ -73,7 +73,7 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
-# issue 22's recipe, each piece on: EMA, Mixup/CutMix, label smoothing, APGD-CE with an eps warm-up,
+# the recipe, each piece on: EMA, Mixup/CutMix, label smoothing, APGD-CE with an eps warm-up,
 # AdamW's betas and weight-decay exclusions
 RECIPE = ["train.zero_stage=2", "train.ema_decay=0.9", "train.ema_export=true", "augment.mixup=0.8",
           "augment.cutmix=1.0", "objective.label_smoothing=0.1", "attack.name=apgd", "attack.warmup_epochs=2",

@@ -1,4 +1,4 @@
-"""Issue 22's recipe pieces on their own: soft targets and label smoothing, Mixup/CutMix, Grad-CAM of a
+"""The recipe's pieces on their own: soft targets and label smoothing, Mixup/CutMix, Grad-CAM of a
 mixed target, APGD-CE and TRADES as training attacks, the attack warm-up and mode, TRADES' objective."""
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ log = logging.getLogger("aadscale.compare")
 
 # the objective registry's names, each "+aad" right after its base (stable sort on the base's place)
 OBJECTIVES = tuple(sorted(REGISTERED, key=lambda name: list(REGISTERED).index(name.split("+")[0])))
-# compared unless --objectives says otherwise: issue 14's study (TRADES came later, with issue 22)
+# compared unless --objectives says otherwise: the bases of the demo's study and their +aad
 DEFAULT_OBJECTIVES = ("plain", "madry", "madry+aad", "alp", "alp+aad")
 PAPER_COLUMNS = ("clean", "fgsm", "pgd20", "cw20", "a3pgd10")
 STRONG_COLUMNS = ("pgd20x3", "apgd50", "apgd_dlr50", "square500")
