@@ -39,7 +39,7 @@ from aadscale.tuning.space import (
     with_choices,
     with_params,
 )
-from aadscale.tuning.trial import checkpoint_uri
+from aadscale.tuning.storage import checkpoint_uri
 from aadscale.tuning.worker import restore_tag, stage_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent

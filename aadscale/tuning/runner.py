@@ -25,6 +25,7 @@ from aadscale.tuning.space import (
     tune_space,
     with_choices,
 )
+from aadscale.tuning.storage import absolute, filesystem
 
 log = logging.getLogger("aadscale.tuning")
 
@@ -90,10 +91,6 @@ class _Plan:
         return f"{self.storage.rstrip('/')}/{self.name}"
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def _check_options(o: SweepOptions, space: SweepSpace) -> None:
     if o.scheduler not in SCHEDULERS:
         raise InputError(f"--scheduler {o.scheduler!r} is not valid; use one of {list(SCHEDULERS)}")
@@ -125,17 +122,12 @@ def plan_sweep(o: SweepOptions) -> _Plan:
         base.data.root = os.path.join(log_dir, Path(DEFAULT_DEMO_ROOT).name)
     name = o.name or f"{base.preset}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = o.storage or os.path.join(log_dir, "ray_results")
-    storage = storage if _is_uri(storage) else os.path.abspath(storage)
+    storage = absolute(storage)
     return _Plan(name, base, space, storage, os.path.join(log_dir, name), o)
 
 
-def _fs(uri: str):
-    import pyarrow.fs
-    return pyarrow.fs.FileSystem.from_uri(uri)
-
-
 def _write_state(plan: _Plan) -> None:
-    fs, path = _fs(plan.experiment_path)
+    fs, path = filesystem(plan.experiment_path)
     if fs.get_file_info(f"{path}/{STATE_FILE}").type.name != "NotFound":
         raise InputError(f"{plan.experiment_path} already holds a sweep; continue it with "
                          f"--resume {plan.experiment_path} or choose another --name")
@@ -150,8 +142,8 @@ def _write_state(plan: _Plan) -> None:
 
 
 def _read_state(experiment_path: str) -> _Plan:
-    experiment_path = experiment_path if _is_uri(experiment_path) else os.path.abspath(experiment_path)
-    fs, path = _fs(experiment_path)
+    experiment_path = absolute(experiment_path)
+    fs, path = filesystem(experiment_path)
     if fs.get_file_info(f"{path}/{STATE_FILE}").type.name == "NotFound":
         raise InputError(f"--resume {experiment_path}: no {STATE_FILE} there; give the experiment folder "
                          "a sweep printed when it started (<storage>/<name>)")

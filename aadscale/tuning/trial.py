@@ -14,6 +14,7 @@ from typing import Any
 
 from aadscale.config import Config, from_dict
 from aadscale.tuning.space import with_params
+from aadscale.tuning.storage import checkpoint_uri
 
 V2_ENV = "RAY_TRAIN_V2_ENABLED"
 POINTER = "train_checkpoint.json"
@@ -56,12 +57,6 @@ def trial_config(setup: TrialSetup, params: dict[str, Any], trial_id: str) -> Co
     cfg = with_params(from_dict(setup.base), params)
     cfg.log.dir, cfg.log.name = setup.runs_dir, f"trial-{trial_id}"
     return cfg
-
-
-def checkpoint_uri(path: str, storage: str) -> str:
-    """A Ray checkpoint's storage path as a URI ``ray.train.Checkpoint(uri)`` can open anywhere."""
-    scheme, sep, _ = storage.partition("://")
-    return f"{scheme}://{path}" if sep else path  # file:///abs/path, s3://bucket/key
 
 
 def read_pointer(checkpoint) -> dict:

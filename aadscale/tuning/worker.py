@@ -15,7 +15,7 @@ from aadscale.engine import Callback, StepInfo, fit
 from aadscale.engine.checkpoint import files_of_rank
 from aadscale.tracking import RunFolder
 from aadscale.tuning.space import objective_metrics
-from aadscale.tuning.trial import checkpoint_uri
+from aadscale.tuning.storage import checkpoint_uri
 
 ENGINE_JSON = "aadscale_checkpoint.json"
 log = logging.getLogger("aadscale.tuning")
