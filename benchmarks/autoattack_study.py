@@ -18,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from aadscale.cli import main as aadscale
-from aadscale.evaluate.compare import PAPER_COLUMNS, STRONG_COLUMNS
-from aadscale.evaluate.compare import mean_std as compare_stats
+from aadscale.analysis.compare import PAPER_COLUMNS, STRONG_COLUMNS
+from aadscale.analysis.compare import mean_std as compare_stats
 from aadscale.distributed import run_main
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aadscale.cli import main as aadscale  # noqa: E402
-from aadscale.evaluate.compare import PAPER_COLUMNS, STRONG_COLUMNS, mean_std  # noqa: E402
+from aadscale.analysis.compare import PAPER_COLUMNS, STRONG_COLUMNS, mean_std  # noqa: E402
 from aadscale.distributed import run_main  # noqa: E402
 
 OBJECTIVES = ("madry", "madry+aad")

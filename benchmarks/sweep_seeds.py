@@ -14,7 +14,7 @@ import csv
 import tempfile
 from pathlib import Path
 
-from aadscale.evaluate.compare import mean_std
+from aadscale.analysis.compare import mean_std
 from aadscale.tuning.plots import grid_cells, grid_plots
 from aadscale.distributed import run_main
 

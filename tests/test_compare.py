@@ -7,7 +7,7 @@ import os
 import pytest
 
 from aadscale.cli import main
-from aadscale.evaluate.compare import CompareOptions, compare
+from aadscale.analysis.compare import CompareOptions, compare
 
 TINY = ["train.max_steps=1", "data.batch_size=16", "data.workers=0", "log.image_every=0",
         "eval.subset=16", "eval.batch_size=16", "eval.attacks=clean,fgsm", "attack.steps=1"]

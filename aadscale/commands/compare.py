@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from aadscale.errors import InputError
-from aadscale.evaluate.compare import (DEFAULT_OBJECTIVES, OBJECTIVES, PAPER_COLUMNS, STRONG_COLUMNS, CompareOptions,
+from aadscale.analysis.compare import (DEFAULT_OBJECTIVES, OBJECTIVES, PAPER_COLUMNS, STRONG_COLUMNS, CompareOptions,
                                        compare)
 
 
